@@ -1,0 +1,38 @@
+# Two commands set everything up on a fresh machine:
+#   make run    creates .venv, installs cdatlib, trains the default model on data_samples/
+#   make test   creates .venv, installs cdatlib, runs every notebook (nbdev-test) and the pytest suite
+# TORCH pins the wheel: here it is the CPU build that lies on this disk; on an ordinary Linux GPU box the same
+# PyPI release is the CUDA build. Override it (e.g. `make test TORCH=torch==2.14.1`) to use another release.
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test docs check
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)" -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/cdat train
+
+test: $(STAMP)
+	$(VENV)/bin/nbdev-test --n-workers 2
+	$(PY) -m pytest -q tests
+
+docs: $(STAMP)
+	$(PY) tools/build_docs.py
+
+# What CI checks besides the tests: the library is exactly what the notebooks export, and the notebooks are clean.
+check: $(STAMP)
+	$(VENV)/bin/nbdev-export
+	@git diff --exit-code -- cdatlib && test -z "$$(git status --porcelain -- cdatlib)" \
+	  || (echo "cdatlib/ differs from what nbdev-export makes of nbs/: edit the notebook, export, commit both"; exit 1)
+	$(VENV)/bin/nbdev-clean
+	@git diff --exit-code -- nbs \
+	  || (echo "notebooks are not clean: run nbdev-clean and commit"; exit 1)
