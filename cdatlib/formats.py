@@ -11,9 +11,8 @@ __all__ = ['SAFE_GLOBALS', 'IEMOCAP_CLASSES', 'SENTIMENT', 'TAILOR_EMOTIONS', 'T
            'load_mmsa_pickle', 'decode_tailor_targets', 'load_tailor_pt', 'read_csd', 'describe_csd', 'write_csd',
            'segment_frames', 'read_folds', 'load_sdk_csd', 'load_utterance_npz', 'sniff_layout', 'load_dataset']
 
-# %% ../nbs/02_formats.ipynb #a08e549e
+# %% ../nbs/02_formats.ipynb #2ee7eb7e
 import importlib
-import io
 import json
 import pickle
 import re
@@ -30,7 +29,7 @@ import torch
 from .dataset import (MODALITIES, SPLITS, MultimodalData, MultimodalDataset, Task, clean_nonfinite,
                              lengths_to_mask, masks_from_padding)
 
-# %% ../nbs/02_formats.ipynb #5552c7d8
+# %% ../nbs/02_formats.ipynb #2c80dacd
 class DatasetFormatError(ValueError):
     "A dataset file that does not match the layout it is read as; the message names the file and the field."
     def __init__(self, path, # the file (or folder) being read
@@ -39,7 +38,7 @@ class DatasetFormatError(ValueError):
         self.path, self.field, self.problem = str(path), field, problem
         super().__init__(f"{path}: {field}: {problem}" if field else f"{path}: {problem}")
 
-# %% ../nbs/02_formats.ipynb #98bef30b
+# %% ../nbs/02_formats.ipynb #41f873e7
 def _numpy_internals():
     "numpy's array-rebuilding module and `_frombuffer`'s module, under whichever name this numpy uses."
     try: return importlib.import_module('numpy._core.multiarray'), importlib.import_module('numpy._core.numeric')
@@ -51,7 +50,10 @@ _BUILTINS = {n: getattr(__import__('builtins'), n) for n in
               'bool', 'slice', 'range')}
 SAFE_GLOBALS = {('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): np.dtype,
                 ('_codecs', 'encode'): __import__('codecs').encode,
-                ('collections', 'OrderedDict'): __import__('collections').OrderedDict}
+                ('collections', 'OrderedDict'): __import__('collections').OrderedDict,
+                # LaMP/MMS2S-lineage files (TAILOR's .pt) store their preprocessing options as an argparse.Namespace:
+                # a plain attribute bag whose construction runs no user code
+                ('argparse', 'Namespace'): __import__('argparse').Namespace}
 for _core in ('numpy.core', 'numpy._core'):  # numpy 1.x and 2.x spellings of the same functions
     SAFE_GLOBALS.update({(f'{_core}.multiarray', '_reconstruct'): _mm._reconstruct,
                          (f'{_core}.multiarray', 'scalar'): _mm.scalar,
@@ -59,7 +61,7 @@ for _core in ('numpy.core', 'numpy._core'):  # numpy 1.x and 2.x spellings of th
 for _mod in ('builtins', '__builtin__'):  # '__builtin__': pickles written by Python 2
     SAFE_GLOBALS.update({(_mod, n): f for n, f in _BUILTINS.items()})
 
-# %% ../nbs/02_formats.ipynb #434ab4b9
+# %% ../nbs/02_formats.ipynb #819f345f
 class SafeUnpickler(pickle.Unpickler):
     "An unpickler that rebuilds numpy arrays and builtin containers and refuses every other global."
     def __init__(self, file, path='<bytes>', **kwargs):
@@ -73,7 +75,7 @@ class SafeUnpickler(pickle.Unpickler):
             'refused: this pickle asks to import something other than numpy arrays and builtin containers, '
             'which could run code. Only load it with plain pickle if you trust whoever wrote it.')
 
-# %% ../nbs/02_formats.ipynb #0abf5dbd
+# %% ../nbs/02_formats.ipynb #2b03babe
 def _open_error(path, what, e):
     return DatasetFormatError(path, what, f'truncated or corrupt file ({type(e).__name__}: {e})')
 
@@ -92,10 +94,10 @@ def safe_pickle_load(path, # a pickle file (MulT, MMSA, Poria, ...)
                     struct.error, MemoryError) as e:
                 raise _open_error(path, 'pickle', e) from e
 
-# %% ../nbs/02_formats.ipynb #4446d37e
+# %% ../nbs/02_formats.ipynb #80fb4943
 def torch_safe_globals():
     "The numpy globals a `.pt` file of numpy arrays needs under `torch.load(weights_only=True)`."
-    out = [np.ndarray, np.dtype]
+    out = [np.ndarray, np.dtype, SAFE_GLOBALS[('argparse', 'Namespace')]]
     out += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith('DType')] if hasattr(np, 'dtypes') else []
     for (module, name), f in SAFE_GLOBALS.items():
         if module.startswith('numpy.') : out.append((f, f'{module}.{name}'))
@@ -115,16 +117,15 @@ def safe_torch_load(path, # a `.pt` file (TAILOR's `train_valid_test.pt`)
         with torch.serialization.safe_globals(torch_safe_globals()):
             return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
-        m = re.search(r'(?:Unsupported global: GLOBAL|got <class) ([\w.\']+)', str(e))
-        if m or 'weights_only' in str(e):
-            what = m.group(1).strip("'") if m else 'a global'
-            raise DatasetFormatError(path, f'global {what}', 'refused by torch.load(weights_only=True): the file holds '
-                'objects other than tensors, numpy arrays and builtin containers') from None
-        raise _open_error(path, 'torch zip', e) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise _open_error(path, 'torch zip', e) from None
+        m = re.search(r"GLOBAL ([\w.]+)|got <class '([\w.]+)'>", str(e))
+        if m: raise DatasetFormatError(path, f"global {m.group(1) or m.group(2)}", 'refused by torch.load(weights_only=True): '
+                                       'the file holds objects other than tensors, numpy arrays and builtin containers') from None
+        raise _open_error(path, 'torch file', e) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError, TypeError,
+            AttributeError, struct.error) as e:
+        raise _open_error(path, 'torch file', e) from None
 
-# %% ../nbs/02_formats.ipynb #64a17c48
+# %% ../nbs/02_formats.ipynb #27f54dda
 def _arr(x):
     "x as a numpy array (torch tensors and lists accepted)."
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
@@ -180,14 +181,16 @@ def _make_split(path, split, raw, labels, task, ids=None, masks=None, mask_mode=
         features[m], nonfinite[m] = clean_nonfinite(np.asarray(x))
         features[m] = torch.from_numpy(np.ascontiguousarray(features[m], dtype=np.float32))
     if masks is not None: masks = {m: torch.as_tensor(v, dtype=torch.bool) for m, v in masks.items()}
-    labels = torch.as_tensor(np.asarray(labels, dtype=np.float32))
-    n = len(labels)
-    ids = [str(i) for i in ids] if ids is not None else [f'{split}_{i}' for i in range(n)]
+    labels = np.asarray(labels, dtype=np.float32)
+    if not np.isfinite(labels).all():  # a NaN target cannot be repaired by a guess: refuse it
+        raise DatasetFormatError(path, f'{split}.labels', f'{(~np.isfinite(labels)).sum()} non-finite label values')
+    labels = torch.from_numpy(labels)
+    ids = [str(i) for i in ids] if ids is not None else [f'{split}_{i}' for i in range(len(labels))]  # unique across splits
     return MultimodalDataset(features, labels, task, ids=ids, masks=masks, extras=extras or None,
                              raw_text=None if raw_text is None else [_decode(t) for t in raw_text],
                              split=split, source=str(path), nonfinite=nonfinite)
 
-# %% ../nbs/02_formats.ipynb #c4b3c01e
+# %% ../nbs/02_formats.ipynb #13f3b5be
 IEMOCAP_CLASSES = ('Neutral', 'Happy', 'Sad', 'Angry')
 SENTIMENT = ('sentiment',)
 
@@ -222,7 +225,7 @@ def _mult_ids(ids, path, field):
     if ids.ndim == 2: return ['_'.join(p for p in (_decode(v) for v in row) if p) for row in ids]
     raise DatasetFormatError(path, field, f'wrong rank: expected ids (N,) or (N, 3), got {ids.shape}')
 
-# %% ../nbs/02_formats.ipynb #0ac42e18
+# %% ../nbs/02_formats.ipynb #f02fac4e
 def active_per_sample(ds # a MultimodalDataset with 0/1 labels
                      ) -> dict:
     "How many samples have k active classes: {k: count}."
@@ -253,7 +256,7 @@ def load_mult_pickle(path,                      # MulT `*_data.pkl` or `*_data_n
         out[split] = _make_split(path, split, raw, y, task, ids=ids, mask_mode=mask_mode)
     return _finish(path, 'mult', task, out)
 
-# %% ../nbs/02_formats.ipynb #0f725442
+# %% ../nbs/02_formats.ipynb #958071ae
 def load_mmsa_pickle(path,              # MMSA `aligned_50.pkl`, `unaligned_50.pkl` or `unaligned_39.pkl`
                      mask_mode='padding', # 'padding' (lengths, text_bert mask or zero rows) or 'ones'
                      _obj=None):
@@ -292,7 +295,7 @@ def load_mmsa_pickle(path,              # MMSA `aligned_50.pkl`, `unaligned_50.p
     report = {'config': obj.get('config')} if 'config' in obj else {}
     return _finish(path, 'mmsa', task, out, report)
 
-# %% ../nbs/02_formats.ipynb #250afb60
+# %% ../nbs/02_formats.ipynb #5a1a5403
 TAILOR_EMOTIONS = ('happy', 'sad', 'anger', 'surprise', 'disgust', 'fear')
 TAILOR_KEYS = {'text': 'src-text', 'audio': 'src-audio', 'vision': 'src-visual'}
 BOS, EOS, FIRST_EMOTION = 2, 3, 4
@@ -313,7 +316,7 @@ def decode_tailor_targets(tgt,         # list of token sequences [2, e..., 3]
             out[i, t - FIRST_EMOTION] = 1.
     return out
 
-# %% ../nbs/02_formats.ipynb #00c11295
+# %% ../nbs/02_formats.ipynb #88cf9c4b
 def load_tailor_pt(path,             # TAILOR `train_valid_test.pt`
                    drop_empty=False,  # drop samples with no emotion (CDaT's zero_label_process)
                    mask_mode='ones',  # 'ones' (TAILOR: no padding information) or 'padding' (zero rows)
@@ -339,7 +342,7 @@ def load_tailor_pt(path,             # TAILOR `train_valid_test.pt`
         out[split] = _make_split(path, split, raw, y, task, ids=ids, mask_mode=mask_mode)
     return _finish(path, 'tailor', task, out, {'dropped_empty': dropped})
 
-# %% ../nbs/02_formats.ipynb #52dfb3f9
+# %% ../nbs/02_formats.ipynb #d860e7f2
 HDF5_MAGIC = b'\x89HDF\r\n\x1a\n'
 
 def _json_meta(v):
@@ -383,7 +386,7 @@ def describe_csd(path) -> str:
     return (f"{Path(path).name}: root {c['root']!r}, {len(c['data'])} videos, {rows} rows, dim {sorted(dims)}{rng}"
             + (f"; {desc}" if desc else ''))
 
-# %% ../nbs/02_formats.ipynb #e75d2d10
+# %% ../nbs/02_formats.ipynb #02398e36
 def write_csd(path, root, data, metadata=None):
     "Write {video: (features (n,d), intervals (n,2))} as a .csd file (what the SDK's write_CSD produces)."
     with h5py.File(path, 'w') as f:
@@ -406,7 +409,7 @@ def segment_frames(feats,     # (n, d) frames of one video
     idx = idx[np.argsort(intervals[idx, 0], kind='stable')][:max_len]
     return feats[idx], len(idx)
 
-# %% ../nbs/02_formats.ipynb #2c44bec0
+# %% ../nbs/02_formats.ipynb #93db693d
 MODALITY_HINTS = {'text': ('glove', 'word', 'text', 'bert', 'language', 'lexical'),
                   'audio': ('covarep', 'opensmile', 'audio', 'acoustic', 'wav2vec'),
                   'vision': ('facet', 'openface', 'vision', 'visual', 'video', 'face')}
@@ -444,7 +447,7 @@ def _csd_label_task(dim, path, label):
     raise DatasetFormatError(path, 'features', f'label layout not recognised: {dim} columns with label={label!r}; '
                              "expected 1 (sentiment) or 7 (MOSEI: pass label='sentiment' or 'emotions')")
 
-# %% ../nbs/02_formats.ipynb #cd657680
+# %% ../nbs/02_formats.ipynb #ca058f94
 def load_sdk_csd(path,             # a label .csd, or a folder with a label .csd, feature .csds and a folds .json
                  folds=None,       # folds JSON (default: the *.json in the folder / beside the file)
                  modalities=None,  # {'text'|'audio'|'vision': csd path or file name}; default: from file names
@@ -499,7 +502,11 @@ def load_sdk_csd(path,             # a label .csd, or a folder with a label .csd
         if task.kind == 'multilabel': y = (y > 0).astype(np.float32)  # an emotion is present iff its intensity > 0
         raw, masks = {}, {}
         for m, c in feats.items():
-            d = next(iter(c['data'].values()))['features'].shape[1]
+            f0 = next(iter(c['data'].values()))['features']
+            if not np.issubdtype(f0.dtype, np.number):  # TimestampedWords: (n, 1) byte strings, 'sp' for silence
+                raise DatasetFormatError(c['path'], 'features', f'{m} csd holds {f0.dtype} values, not numbers (a word '
+                                         'csd?): use a word-vector csd such as TimestampedWordVectors')
+            d = f0.shape[1]
             x, mask = np.zeros((len(rows[s]), max_len, d), np.float32), np.zeros((len(rows[s]), max_len), bool)
             for j, (vid, i, _, (a, b)) in enumerate(rows[s]):
                 if vid not in c['data']: empty[m] += 1; continue
@@ -515,7 +522,7 @@ def load_sdk_csd(path,             # a label .csd, or a folder with a label .csd
               'segments_without_frames': empty, 'feature_files': {m: str(c['path']) for m, c in feats.items()}}
     return _finish(path, 'sdk', task, out, report)
 
-# %% ../nbs/02_formats.ipynb #69183ce8
+# %% ../nbs/02_formats.ipynb #cd2ad7cb
 NPZ_KEYS = ('segment_id', 'text', 'audio', 'vision', 'sentiment')
 
 def load_utterance_npz(path,                 # mosi_poria_utterance_real.npz
@@ -551,7 +558,7 @@ def load_utterance_npz(path,                 # mosi_poria_utterance_real.npz
         out[s] = _make_split(path, s, raw, arrs['sentiment'][idx].reshape(-1, 1), task, ids=list(ids[idx]), mask_mode='ones')
     return _finish(path, 'utterance', task, out, {'split': split, 'n_segments': n})
 
-# %% ../nbs/02_formats.ipynb #2740cd84
+# %% ../nbs/02_formats.ipynb #00d3a4d7
 LAYOUTS = ('mult', 'mmsa', 'tailor', 'sdk', 'utterance')
 
 def _keys_of(obj):
@@ -583,7 +590,8 @@ def sniff_layout(path # a dataset file or folder
     if 'src-text' in keys: return 'tailor', obj
     if 'regression_labels' in keys: return 'mmsa', obj
     if 'labels' in keys: return 'mult', obj
-    found = f'keys {sorted(keys)[:20]}' if obj is not None else f'first bytes {head!r}'
+    found = (f'first bytes {head!r}' if obj is None else f'keys {sorted(keys)[:20]}' if isinstance(obj, dict)
+             else f'a {type(obj).__name__}, not a dict of splits')
     raise DatasetFormatError(path, 'layout', f'unknown layout: found {found}. Expected a TAILOR .pt (src-text), '
                              'a MulT pickle (labels), an MMSA pickle (regression_labels), an SDK .csd/HDF5 file or '
                              f'folder, or an utterance .npz. Pass layout= one of {LAYOUTS} to force a reader.')

@@ -109,7 +109,7 @@ def test_evil_torch_file_is_refused(tmp_path):
     class Evil:
         def __reduce__(self): return (os.system, (f'touch {marker}',))
     torch.save({'train': {'src-text': Evil()}}, tmp_path/'evil.pt')
-    with pytest.raises(DatasetFormatError, match='refused'): safe_torch_load(tmp_path/'evil.pt')
+    with pytest.raises(DatasetFormatError, match=r'global (posix|os|nt)\.system.*refused'): safe_torch_load(tmp_path/'evil.pt')
     with pytest.raises(DatasetFormatError): load_tailor_pt(tmp_path/'evil.pt')
     assert not marker.exists()
 
@@ -202,6 +202,10 @@ def test_count_mismatch(tmp_path):
     t = tailor_dict(); t['train']['tgt'] = t['train']['tgt'][:-1]
     torch.save(t, tmp_path/'tv.pt'); _err(load_tailor_pt, tmp_path/'tv.pt', field='train.tgt')
 
+def test_nonfinite_labels_refused(tmp_path):
+    d = mult_dict(); d['test']['labels'][1, 0, 0] = np.nan
+    assert 'non-finite label' in _err(load_mult_pickle, dump(d, tmp_path/'mosi_data.pkl'), field='test.labels')
+
 def test_wrong_rank(tmp_path):
     d = mult_dict(); d['train']['text'] = d['train']['text'].mean(1)
     assert 'wrong rank' in _err(load_mult_pickle, dump(d, tmp_path/'mosi_data.pkl'), field='train.text')
@@ -277,8 +281,22 @@ def test_tailor_fixture(tmp_path):
     assert all(mk.all() for mk in data.train.masks.values())
     dropped = load_tailor_pt(tmp_path/'tv.pt', drop_empty=True)
     assert len(dropped.train) == 3 and dropped.report['dropped_empty']['train'] == 1
-    assert dropped.train.ids == ['0', '2', '3']  # the original row numbers survive the drop
+    assert dropped.train.ids == ['train_0', 'train_2', 'train_3']  # the original row numbers survive the drop
     assert sniff_layout(tmp_path/'tv.pt')[0] == 'tailor'
+
+def test_tailor_settings_namespace(tmp_path):
+    "LaMP-lineage .pt files hold an argparse.Namespace of options: allowed (it runs no code), and the data loads."
+    import argparse
+    torch.save({**tailor_dict(), 'settings': argparse.Namespace(max_text_seq_len=60)}, tmp_path/'tv.pt')
+    assert safe_torch_load(tmp_path/'tv.pt')['settings'].max_text_seq_len == 60
+    assert len(load_dataset(tmp_path/'tv.pt').train) == 4
+
+def test_garbage_and_non_dict_files(tmp_path):
+    (tmp_path/'g.pt').write_bytes(b'hello world, not a torch file')
+    assert 'corrupt' in _err(load_tailor_pt, tmp_path/'g.pt')
+    p = dump((np.zeros((2, 63, 5)), np.zeros((2, 63)), 63), tmp_path/'text_2way.pickle', protocol=2)  # a Poria-style tuple
+    assert 'a tuple, not a dict of splits' in _err(load_dataset, p, field='layout')
+    assert 'expected a dict of splits' in _err(load_mult_pickle, p, field='top level')
 
 def test_tailor_pickle_fallback(tmp_path):
     p = dump(tailor_dict(), tmp_path/'train_valid_test.pt')  # TAILOR also accepts a plain pickle
@@ -328,6 +346,13 @@ def test_sdk_explicit_modalities_and_unknown(tmp_path):
     data = load_sdk_csd(f, modalities={'text': 'X_TimestampedWordVectors.csd', 'audio': 'X_COVAREP.csd',
                                        'vision': 'X_mystery.csd'})
     assert data.dims['vision'] == 1
+
+def test_sdk_word_csd_refused(tmp_path):
+    f = _sdk_folder(tmp_path/'sdk')
+    (f/'X_TimestampedWordVectors.csd').unlink()
+    words = {v: (np.array([[b'hello'], [b'sp'], [b'world']]), np.array([[0, 1], [1, 2], [2, 3.]])) for v in ('v1', 'v2', 'v3')}
+    write_csd(f/'X_TimestampedWords.csd', 'words', words)
+    with pytest.raises(DatasetFormatError, match='not numbers'): load_sdk_csd(f)
 
 def test_sdk_emotion_labels(tmp_path):
     rows = np.array([[1., 0., 0.3, 0., 0., 0., 2.], [-1., 0., 0., 0., 0., 0., 0.]], np.float32)

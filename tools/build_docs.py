@@ -138,7 +138,6 @@ def process_notebook(src, dst, root):
     os.chdir(root)
     os.environ['IN_TEST'] = '1'   # as nbdev's own doc processing does: notebooks may skip heavy work
     import warnings
-    warnings.filterwarnings('ignore', message='Found cells containing imports and other code')
     import matplotlib; matplotlib.use('Agg')
     from fastcore.nbio import read_nb, write_nb
     from nbdev.config import get_config
@@ -149,11 +148,19 @@ def process_notebook(src, dst, root):
     except Exception as e:
         raise DocsBuildError(f"{src}: can not be read as a notebook: {type(e).__name__}: {e}") from None
     if not nb.cells: raise DocsBuildError(f"{src}: notebook has no cells")
-    try:
-        FilterDefaults()(nb)
-    except DocsBuildError: raise
-    except Exception as e:
-        raise DocsBuildError(f"{src}: nbdev doc processing failed: {type(e).__name__}: {e}") from None
+    with warnings.catch_warnings(record=True) as ws:
+        warnings.simplefilter('always')
+        try:
+            FilterDefaults()(nb)
+        except DocsBuildError: raise
+        except Exception as e:
+            raise DocsBuildError(f"{src}: nbdev doc processing failed: {type(e).__name__}: {e}\n(To render API docs nbdev runs "
+                                 "the exported cells, the show_doc cells and every cell containing an import, each whole: "
+                                 "a cell that mixes an import with code needing earlier cells fails here, as it does under "
+                                 "`nbdev-docs`. Move the import into the notebook's imports cell.)") from None
+    mixed = sum('Found cells containing imports and other code' in str(w.message) for w in ws)
+    if mixed: print(f"warning: {src.name}: {mixed} cell(s) mix imports with other code; nbdev runs such cells whole "
+                    "when rendering docs (move imports to the imports cell)", file=sys.stderr, flush=True)
     cfg = get_config()
     prefix = f"{(cfg.get('doc_host') or '').rstrip('/')}{(cfg.get('doc_baseurl') or '').rstrip('/')}/" if cfg.get('doc_host') else ''
     nb, title = _adapt(nb, src.name, prefix)

@@ -1,0 +1,131 @@
+"""Learner tests that need real processes: SIGKILL-and-resume gives bit-identical results; a non-finite loss stops
+the run naming epoch and batch and leaves the last good checkpoint untouched. Tiny data, CPU, a few seconds."""
+import json, os, signal, subprocess, sys, textwrap
+from pathlib import Path
+import pytest
+import torch
+
+# One training script, run in child processes. Modes:
+#   full    train N_EPOCHS epochs without interruption
+#   kill    same, but SIGKILL itself right after epoch KILL_AT's checkpoint is written
+#   resume  continue from last.pt up to N_EPOCHS
+#   nan     the loss becomes NaN at (epoch 2, batch 1); a copy of last.pt is taken after epoch 1
+SCRIPT = textwrap.dedent('''
+    import json, os, shutil, signal, sys
+    from pathlib import Path
+    import torch
+    from torch import nn
+    from cdatlib.dataset import Task, MultimodalDataset, MultimodalData
+    from cdatlib.models.core import FusionModel, FusionOutput
+    from cdatlib.learner import *
+
+    mode, run, loader, kill_at, n_epochs = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    torch.set_num_threads(1)
+
+    def split(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        f = {'text': torch.randn(n, 5, 6, generator=g), 'audio': torch.randn(n, 4, 3, generator=g),
+             'vision': torch.randn(n, 3, 4, generator=g)}
+        y = (f['text'].mean((1, 2)) + f['audio'][:, 0, 0])[:, None]
+        return MultimodalDataset(f, y, Task('regression', ('sentiment',), 'toy'))
+    data = MultimodalData({'train': split(70, 1), 'valid': split(30, 2), 'test': split(30, 3)})
+
+    class Tiny(FusionModel):
+        def __init__(self, dims, n_outputs):
+            super().__init__(dims, n_outputs)
+            self.enc = nn.ModuleDict({m: nn.Linear(d, 8) for m, d in dims.items()})
+            self.drop = nn.Dropout(0.3) # uses the RNG during training: resuming must restore it
+            self.head = nn.Linear(24, n_outputs)
+        def forward(self, batch, mask=()):
+            h = {m: self.mask_repr(m, torch.relu(self.enc[m](batch[m].mean(1))), mask) for m in self.enc}
+            z = self.drop(torch.cat(list(h.values()), -1))
+            return FusionOutput(h=h, z=z, logits=self.head(z), aux_losses={'l2': 1e-3 * z.pow(2).mean()})
+
+    class KillCB(Callback):
+        order = 10_000 # after CheckpointCB wrote last.pt
+        def after_epoch(self, learn):
+            if learn.epoch == kill_at: os.kill(os.getpid(), signal.SIGKILL)
+
+    class NanCB(Callback):
+        def after_loss(self, learn):
+            if learn.training and (learn.epoch, learn.iter) == (2, 1): learn.add_loss('bad', torch.tensor(float('nan')))
+
+    class CopyLastCB(Callback):
+        order = 10_000
+        def after_epoch(self, learn):
+            if learn.epoch == 1: shutil.copyfile(run/'last.pt', run/'last_after_epoch1.pt')
+
+    set_seed(0)
+    dls = data.dataloaders(batch_size=16, seed=0) if loader == 'dataloader' else dataloaders(data, 16, device='cpu')
+    cbs = [DeviceCB('cpu'), MetricsCB(), ProgressCB(show=False), WarmupLinearCB(0.2), GradClipCB(1.0),
+           NonFiniteLossCB(), CSVLoggerCB(), CheckpointCB(restore_best=False)]
+    cbs += {'kill': [KillCB()], 'nan': [NanCB(), CopyLastCB()]}.get(mode, [])
+    learn = Learner(Tiny(data.dims, 1), dls, data.task, lr=1e-2, cbs=cbs, path=run, config={'mode': mode})
+    learn.fit(n_epochs, resume=run/'last.pt' if mode == 'resume' else None)
+    torch.save(learn.model.state_dict(), run/'final_weights.pt')
+    res = {'history': [{k: v for k, v in r.items() if k != 'time'} for r in learn.history],
+           'valid': learn.evaluate('valid'), 'best_epoch': learn.best_epoch}
+    (run/'result.json').write_text(json.dumps(res))
+''')
+
+N_EPOCHS, KILL_AT = 5, 2
+
+def run_script(tmp_path, mode, run, loader='dataloader', kill_at=-1, n_epochs=N_EPOCHS):
+    script = tmp_path/'train.py'
+    if not script.exists(): script.write_text(SCRIPT)
+    env = {**os.environ, 'PYTHONHASHSEED': '0'}
+    return subprocess.run([sys.executable, str(script), mode, str(run), loader, str(kill_at), str(n_epochs)],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+def run_in_process(tmp_path, mode, run, loader='dataloader', kill_at=-1, n_epochs=N_EPOCHS):
+    "The same script in this process (saves one interpreter start-up; the results must still match bit for bit)"
+    import runpy
+    script = tmp_path/'train.py'
+    if not script.exists(): script.write_text(SCRIPT)
+    argv, nthreads = sys.argv, torch.get_num_threads()
+    sys.argv = [str(script), mode, str(run), loader, str(kill_at), str(n_epochs)]
+    try: runpy.run_path(str(script), run_name='__main__')
+    finally: sys.argv = argv; torch.set_num_threads(nthreads)
+
+def ok(p):
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+@pytest.mark.parametrize('loader', ['dataloader', 'device'])
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path, loader):
+    full, cut = tmp_path/'full', tmp_path/'cut'
+    run_in_process(tmp_path, 'full', full, loader)
+    p = run_script(tmp_path, 'kill', cut, loader, kill_at=KILL_AT)
+    assert p.returncode == -signal.SIGKILL, (p.returncode, p.stderr[-2000:])
+    assert not (cut/'final_weights.pt').exists()
+    from cdatlib.learner import load_checkpoint
+    assert load_checkpoint(cut/'last.pt')['epoch'] == KILL_AT
+    ok(run_script(tmp_path, 'resume', cut, loader))
+
+    w_full, w_cut = torch.load(full/'final_weights.pt'), torch.load(cut/'final_weights.pt')
+    assert list(w_full) == list(w_cut)
+    for k in w_full: assert torch.equal(w_full[k], w_cut[k]), k
+    r_full, r_cut = json.loads((full/'result.json').read_text()), json.loads((cut/'result.json').read_text())
+    assert r_cut == r_full  # per-epoch history (every metric, loss part and lr), best epoch, final valid metrics
+    assert len(r_full['history']) == N_EPOCHS
+    # the CSV log of the resumed run has each epoch once, equal to the uninterrupted one apart from timings
+    import pandas as pd
+    a, b = pd.read_csv(full/'log.csv').drop(columns='time'), pd.read_csv(cut/'log.csv').drop(columns='time')
+    pd.testing.assert_frame_equal(a, b)
+    # the best checkpoints agree too
+    assert load_checkpoint(full/'best.pt')['epoch'] == load_checkpoint(cut/'best.pt')['epoch']
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    run = tmp_path/'nan'
+    p = run_script(tmp_path, 'nan', run)
+    assert p.returncode != 0
+    assert 'NonFiniteLossError' in p.stderr
+    assert 'non-finite loss (nan) at epoch 2, batch 1 (train pass' in p.stderr, p.stderr[-2000:]
+    assert (run/'last.pt').read_bytes() == (run/'last_after_epoch1.pt').read_bytes()
+    assert sorted(f.name for f in run.iterdir()) == ['best.pt', 'last.pt', 'last_after_epoch1.pt', 'log.csv']
+    from cdatlib.learner import load_checkpoint
+    ck = load_checkpoint(run/'last.pt')
+    assert ck['epoch'] == 1 and len(ck['history']) == 2
+    assert all(torch.isfinite(v).all() for v in ck['model'].values())
+    import pandas as pd
+    assert list(pd.read_csv(run/'log.csv').epoch) == [0, 1]   # the failed epoch is not logged
