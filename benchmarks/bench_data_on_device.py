@@ -10,7 +10,7 @@ MOSEI train split (CMU-SDK/MulT GloVe features): 16,326 samples x 60 steps x tex
     python benchmarks/bench_data_on_device.py --n 4000        # subsample for a quick run
     python benchmarks/bench_data_on_device.py --devices cuda  # one device only
 """
-import argparse, platform, time
+import argparse, copy, platform, time
 import torch
 from torch.utils.data import DataLoader
 from cdatlib.dataset import Task, MultimodalDataset
@@ -49,8 +49,7 @@ def bench(ds, device, batch_size, workers):
     next(iter(dl)) # warm-up (allocators, workers)
     r_dl = epoch_rate(dl, device, n, to_dev=True)
     t0 = time.perf_counter()
-    dev_ds = MultimodalDataset.__new__(MultimodalDataset); dev_ds.__dict__.update(ds.__dict__)
-    dev_ds.to(device); sync(device)
+    dev_ds = copy.copy(ds).to(device); sync(device)   # a shallow copy: `ds` itself stays on the CPU
     t_move = time.perf_counter() - t0
     dl2 = DeviceLoader(dev_ds, batch_size, shuffle=True, seed=0)
     next(iter(dl2))

@@ -270,7 +270,10 @@ def build(root=ROOT, nbs=None, out=None, work=None, workers=None, config=None, q
         nav.insert(0, {'Home': 'index.md'})
     (work/'assets').mkdir(exist_ok=True)
     for f in ('extra.css', 'mathjax-config.js'): shutil.copy2(ASSETS/f, work/'assets'/f)
-    shutil.copytree(ASSETS/'vendor', work/'assets'/'vendor')
+    mathjax = _mathjax(root, log)
+    if mathjax:
+        (work/'assets'/'vendor'/'mathjax').mkdir(parents=True, exist_ok=True)
+        shutil.copy2(mathjax, work/'assets'/'vendor'/'mathjax'/'tex-svg.js')
 
     # 3: MkDocs
     from mkdocs.config import load_config
@@ -289,6 +292,23 @@ def build(root=ROOT, nbs=None, out=None, work=None, workers=None, config=None, q
     log(f"  rendered in {time.time()-t1:.1f}s; site at {out}/index.html ({time.time()-t0:.1f}s total)")
     return out
 
+
+MATHJAX = 'mathjax@3.2.2'
+
+def _mathjax(root, log):
+    "MathJax's single-file tex-svg.js from the npm registry, cached in _proc/npm/; None (formulas stay raw TeX) if unavailable"
+    cache = Path(root)/'_proc'/'npm'
+    js = cache/'node_modules'/'mathjax'/'es5'/'tex-svg.js'
+    if js.exists(): return js
+    if not shutil.which('npm'):
+        log("  npm not found: formulas will show as raw TeX (install Node.js/npm to typeset them)"); return None
+    import subprocess
+    cache.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(['npm', 'install', '--silent', '--no-audit', '--no-fund', '--prefix', str(cache), MATHJAX],
+                       capture_output=True, text=True)
+    if r.returncode or not js.exists():
+        log(f"  could not install {MATHJAX} from the npm registry: formulas will show as raw TeX"); return None
+    return js
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -2,7 +2,7 @@
 import re
 
 # mkdocs-jupyter's template always emits a MathJax <script>; with `custom_mathjax_url: ""` that is `<script src="">`,
-# which does nothing but is noise in an offline site: drop it. Math is typeset by the vendored MathJax 3 (mkdocs.yml).
+# which does nothing but is noise in an offline site: drop it. Math is typeset by MathJax 3, fetched from the npm registry at build time.
 _empty_script = re.compile(r'<script src="">\s*</script>')
 
 
