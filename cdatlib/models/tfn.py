@@ -7,7 +7,7 @@ Docs: https://cdatlib.github.io/cdatlib/tfn.html.md"""
 # %% auto #0
 __all__ = ['TFN_CONFIGS', 'tensor_fusion', 'MLPSubNet', 'TFN']
 
-# %% ../../nbs/09_tfn.ipynb #6134f47b
+# %% ../../nbs/09_tfn.ipynb #ed85b077
 import math
 import torch
 from torch import nn
@@ -15,7 +15,7 @@ from ..dataset import MODALITIES
 from ..encoders import masked_mean, LSTMEncoder
 from .core import FusionModel, FusionOutput, count_parameters
 
-# %% ../../nbs/09_tfn.ipynb #b1f58f96
+# %% ../../nbs/09_tfn.ipynb #768bc2fc
 def tensor_fusion(*zs:torch.Tensor, # (B, d_i) vectors, in fusion order (TFN: audio, vision, text)
                  )->torch.Tensor: # (B, prod(d_i + 1))
     "Flattened outer product of the vectors with a constant 1 prepended to each: z_1' ⊗ z_2' ⊗ ..."
@@ -25,7 +25,7 @@ def tensor_fusion(*zs:torch.Tensor, # (B, d_i) vectors, in fusion order (TFN: au
         out = z1 if out is None else (out.unsqueeze(2) * z1.unsqueeze(1)).flatten(1)
     return out
 
-# %% ../../nbs/09_tfn.ipynb #ad2f63ed
+# %% ../../nbs/09_tfn.ipynb #c10d0740
 class MLPSubNet(nn.Module):
     "Time-average -> BatchNorm -> Dropout -> 3 x (Linear + ReLU) (the original TFN / MMSA audio-vision sub-network)."
     def __init__(self, in_dim:int, hidden:int, dropout:float=0., n_layers:int=3):
@@ -35,7 +35,7 @@ class MLPSubNet(nn.Module):
         self.net = nn.Sequential(*layers)
     def forward(self, x, mask=None): return self.net(masked_mean(x, mask))
 
-# %% ../../nbs/09_tfn.ipynb #eca0de00
+# %% ../../nbs/09_tfn.ipynb #398819f2
 TFN_CONFIGS = {
     # CDaT models_tfn.py: TFN(hidden=(128,32,32), text_out=64, dropouts=(0.3,)*4, post_fusion_dim=128), one post-fusion layer
     'cdat': dict(hidden={'text': 128, 'audio': 32, 'vision': 32}, out={'text': 64, 'audio': 32, 'vision': 32},
@@ -54,7 +54,7 @@ TFN_CONFIGS = {
                        post_fusion_dim=16, post_fusion_layers=2),
 }
 
-# %% ../../nbs/09_tfn.ipynb #77ed1207
+# %% ../../nbs/09_tfn.ipynb #5c2d8e66
 class TFN(FusionModel):
     "Tensor Fusion Network: sub-network per modality -> [1; h_m] outer products -> post-fusion MLP -> logits."
     FUSION_ORDER = ('audio', 'vision', 'text')   # MMSA / CDaT order of the outer product
