@@ -22,7 +22,8 @@ run: $(STAMP)
 	$(VENV)/bin/cdat train
 
 test: $(STAMP)
-	$(VENV)/bin/nbdev-test --n-workers 2
+	# one BLAS/OpenMP thread per notebook: two notebooks run side by side, and oversubscribed cores make torch crawl
+	OMP_NUM_THREADS=1 $(VENV)/bin/nbdev-test --n-workers 2
 	$(PY) -m pytest -q tests
 
 docs: $(STAMP)

@@ -13,6 +13,8 @@ def cdat(*args, cwd=None):
 @pytest.mark.parametrize('model', ['naive', 'tfn', 'misa', 'tailor'])
 def test_each_model_trains_from_the_command_line(model, tmp_path):
     args = ['train', '--model', model, '--epochs', '2', '--out-dir', str(tmp_path), '--quiet']
+    if model == 'tailor':   # the reference size (10M parameters) takes a minute on 2 CPU cores; shrink it via --model-arg
+        args += ['--model-arg', 'hidden_size=64', '--model-arg', 'ff_dim=64', '--model-arg', 'text_layers=2']
     r = cdat(*args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'valid_micro_f1' in r.stdout
