@@ -9,7 +9,7 @@ __all__ = ['METRICS', 'TRAIN_DEFAULTS', 'PUBLISHED_PORIA', 'shared_data_dir', 'r
            'linear_baseline', 'model_builders', 'train_eval', 'run_real_mosi', 'summary', 'published_markdown',
            'environment', 'merge_rows', 'md_table', 'write_results']
 
-# %% ../../nbs/14_real_mosi.ipynb #dd31bdd9
+# %% ../../nbs/14_real_mosi.ipynb #7ff58c2d
 import os, sys, time, math, platform, importlib
 from pathlib import Path
 import numpy as np
@@ -25,7 +25,7 @@ import tempfile
 from ..models.naive import NaiveFusion
 from ..models.tfn import TFN
 
-# %% ../../nbs/14_real_mosi.ipynb #ed66a391
+# %% ../../nbs/14_real_mosi.ipynb #4cd50290
 def shared_data_dir() -> Path:
     "The shared real-data folder: $CDATLIB_SHARED_DATA, else `shared/data` beside the repository."
     env = os.environ.get('CDATLIB_SHARED_DATA')
@@ -35,7 +35,7 @@ def real_mosi_path(root=None) -> Path:
     "Path of the real MOSI utterance features (may not exist)."
     return Path(root or shared_data_dir()) / 'mosi' / 'mosi_poria_utterance_real.npz'
 
-# %% ../../nbs/14_real_mosi.ipynb #22590383
+# %% ../../nbs/14_real_mosi.ipynb #257201e9
 def standardize(data:MultimodalData) -> MultimodalData:
     "Standardise every feature with the train split's mean and std (in place; constant features stay 0)."
     for m in MODALITIES:
@@ -50,7 +50,7 @@ def load_real_mosi(split:str='std', # 'std' (SDK folds) or 'poria' (speaker-inde
     "The real MOSI utterance features, standardised with train statistics."
     return standardize(load_utterance_npz(real_mosi_path(root), split=split, poria_valid_frac=0.1, seed=0))
 
-# %% ../../nbs/14_real_mosi.ipynb #43500977
+# %% ../../nbs/14_real_mosi.ipynb #fee0ed24
 def _xy(ds:MultimodalDataset):
     return torch.cat([ds.features[m][:, 0] for m in MODALITIES], 1).numpy(), ds.labels[:, 0].numpy()
 
@@ -70,7 +70,7 @@ def linear_baseline(data:MultimodalData,                  # utterance-level data
     res.update({k: clf[k] for k in ('acc2_has0', 'f1_has0', 'acc2_non0', 'f1_non0')})
     return res | {'alpha': alpha, 'C': C}
 
-# %% ../../nbs/14_real_mosi.ipynb #0a413bba
+# %% ../../nbs/14_real_mosi.ipynb #11a5dcee
 def model_builders() -> dict:
     "name -> function(dims, n_outputs) building that model with its default (reference) configuration."
     b = {'NaiveFusion': lambda dims, n: NaiveFusion(dims, n),
@@ -80,7 +80,7 @@ def model_builders() -> dict:
         except (ImportError, AttributeError): pass
     return b
 
-# %% ../../nbs/14_real_mosi.ipynb #636142e6
+# %% ../../nbs/14_real_mosi.ipynb #970f141e
 METRICS = ('mae', 'corr', 'acc7', 'acc2_has0', 'f1_has0', 'acc2_non0', 'f1_non0')
 TRAIN_DEFAULTS = dict(n_epochs=30, lr=1e-3, batch_size=32)
 
@@ -106,7 +106,7 @@ def train_eval(name:str,            # a key of `model_builders()`
     return {k: res[k] for k in METRICS} | {'valid_mae': best_valid, 'best_epoch': best_epoch,
                                             'seconds': round(time.time() - t0, 1)}
 
-# %% ../../nbs/14_real_mosi.ipynb #2c56b298
+# %% ../../nbs/14_real_mosi.ipynb #c79b3dde
 def run_real_mosi(models=None,              # model names; default every model in `model_builders()`
                   seeds=(0, 1, 2),
                   splits=('std', 'poria'),
@@ -135,7 +135,7 @@ def summary(df:pd.DataFrame, split:str, digits:int=3) -> pd.DataFrame:
     out.insert(0, 'seeds', [len(v) for v in runs.values()])
     return out
 
-# %% ../../nbs/14_real_mosi.ipynb #46cfe602
+# %% ../../nbs/14_real_mosi.ipynb #749cc1ed
 # Published numbers of Poria et al. (ACL 2017) on this split. Each entry: (metric, value, source). Empty: not found.
 PUBLISHED_PORIA = []
 
@@ -148,7 +148,7 @@ def published_markdown() -> str:
                 "READMEs without numbers, so no published figure is quoted here.")
     return head + '; '.join(f"{m} {v} ({src})" for m, v, src in PUBLISHED_PORIA)
 
-# %% ../../nbs/14_real_mosi.ipynb #1de9ca18
+# %% ../../nbs/14_real_mosi.ipynb #a00cbfd2
 def environment() -> dict:
     "torch version, device and CPU description, for the results table."
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'
