@@ -11,7 +11,7 @@ __all__ = ['SAFE_GLOBALS', 'IEMOCAP_CLASSES', 'SENTIMENT', 'TAILOR_EMOTIONS', 'T
            'load_mmsa_pickle', 'decode_tailor_targets', 'load_tailor_pt', 'read_csd', 'describe_csd', 'write_csd',
            'segment_frames', 'read_folds', 'load_sdk_csd', 'load_utterance_npz', 'sniff_layout', 'load_dataset']
 
-# %% ../nbs/02_formats.ipynb #0654f336
+# %% ../nbs/02_formats.ipynb #81f3ad5b
 import importlib
 import json
 import pickle
@@ -29,7 +29,7 @@ import torch
 from .dataset import (MODALITIES, SPLITS, MultimodalData, MultimodalDataset, Task, clean_nonfinite,
                              lengths_to_mask, masks_from_padding)
 
-# %% ../nbs/02_formats.ipynb #9731e06f
+# %% ../nbs/02_formats.ipynb #2913ae89
 class DatasetFormatError(ValueError):
     "A dataset file that does not match the layout it is read as; the message names the file and the field."
     def __init__(self, path, # the file (or folder) being read
@@ -38,7 +38,7 @@ class DatasetFormatError(ValueError):
         self.path, self.field, self.problem = str(path), field, problem
         super().__init__(f"{path}: {field}: {problem}" if field else f"{path}: {problem}")
 
-# %% ../nbs/02_formats.ipynb #7efd6f9f
+# %% ../nbs/02_formats.ipynb #6660d0b1
 def _numpy_internals():
     "numpy's array-rebuilding module and `_frombuffer`'s module, under whichever name this numpy uses."
     try: return importlib.import_module('numpy._core.multiarray'), importlib.import_module('numpy._core.numeric')
@@ -61,7 +61,7 @@ for _core in ('numpy.core', 'numpy._core'):  # numpy 1.x and 2.x spellings of th
 for _mod in ('builtins', '__builtin__'):  # '__builtin__': pickles written by Python 2
     SAFE_GLOBALS.update({(_mod, n): f for n, f in _BUILTINS.items()})
 
-# %% ../nbs/02_formats.ipynb #d35cb70c
+# %% ../nbs/02_formats.ipynb #d9e05b6b
 class SafeUnpickler(pickle.Unpickler):
     "An unpickler that rebuilds numpy arrays and builtin containers and refuses every other global."
     def __init__(self, file, path='<bytes>', **kwargs):
@@ -75,7 +75,7 @@ class SafeUnpickler(pickle.Unpickler):
             'refused: this pickle asks to import something other than numpy arrays and builtin containers, '
             'which could run code. Only load it with plain pickle if you trust whoever wrote it.')
 
-# %% ../nbs/02_formats.ipynb #4b6fe3d4
+# %% ../nbs/02_formats.ipynb #2855fd97
 def _open_error(path, what, e):
     return DatasetFormatError(path, what, f'truncated or corrupt file ({type(e).__name__}: {e})')
 
@@ -94,7 +94,7 @@ def safe_pickle_load(path, # a pickle file (MulT, MMSA, Poria, ...)
                     struct.error, MemoryError) as e:
                 raise _open_error(path, 'pickle', e) from e
 
-# %% ../nbs/02_formats.ipynb #0b3f63ed
+# %% ../nbs/02_formats.ipynb #001aa594
 def torch_safe_globals():
     "The numpy globals a `.pt` file of numpy arrays needs under `torch.load(weights_only=True)`."
     out = [np.ndarray, np.dtype, SAFE_GLOBALS[('argparse', 'Namespace')]]
@@ -125,7 +125,7 @@ def safe_torch_load(path, # a `.pt` file (TAILOR's `train_valid_test.pt`)
             AttributeError, struct.error) as e:
         raise _open_error(path, 'torch file', e) from None
 
-# %% ../nbs/02_formats.ipynb #54d1c17f
+# %% ../nbs/02_formats.ipynb #2a210ddd
 def _arr(x):
     "x as a numpy array (torch tensors and lists accepted)."
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
@@ -190,7 +190,7 @@ def _make_split(path, split, raw, labels, task, ids=None, masks=None, mask_mode=
                              raw_text=None if raw_text is None else [_decode(t) for t in raw_text],
                              split=split, source=str(path), nonfinite=nonfinite)
 
-# %% ../nbs/02_formats.ipynb #29442f04
+# %% ../nbs/02_formats.ipynb #790202eb
 IEMOCAP_CLASSES = ('Neutral', 'Happy', 'Sad', 'Angry')
 SENTIMENT = ('sentiment',)
 
@@ -225,7 +225,7 @@ def _mult_ids(ids, path, field):
     if ids.ndim == 2: return ['_'.join(p for p in (_decode(v) for v in row) if p) for row in ids]
     raise DatasetFormatError(path, field, f'wrong rank: expected ids (N,) or (N, 3), got {ids.shape}')
 
-# %% ../nbs/02_formats.ipynb #b5948401
+# %% ../nbs/02_formats.ipynb #2bb5ba5e
 def active_per_sample(ds # a MultimodalDataset with 0/1 labels
                      ) -> dict:
     "How many samples have k active classes: {k: count}."
@@ -256,7 +256,7 @@ def load_mult_pickle(path,                      # MulT `*_data.pkl` or `*_data_n
         out[split] = _make_split(path, split, raw, y, task, ids=ids, mask_mode=mask_mode)
     return _finish(path, 'mult', task, out)
 
-# %% ../nbs/02_formats.ipynb #381247b2
+# %% ../nbs/02_formats.ipynb #3afe1acb
 def load_mmsa_pickle(path,              # MMSA `aligned_50.pkl`, `unaligned_50.pkl` or `unaligned_39.pkl`
                      mask_mode='padding', # 'padding' (lengths, text_bert mask or zero rows) or 'ones'
                      _obj=None):
@@ -295,7 +295,7 @@ def load_mmsa_pickle(path,              # MMSA `aligned_50.pkl`, `unaligned_50.p
     report = {'config': obj.get('config')} if 'config' in obj else {}
     return _finish(path, 'mmsa', task, out, report)
 
-# %% ../nbs/02_formats.ipynb #cae947f7
+# %% ../nbs/02_formats.ipynb #4cc2cb55
 TAILOR_EMOTIONS = ('happy', 'sad', 'anger', 'surprise', 'disgust', 'fear')
 TAILOR_KEYS = {'text': 'src-text', 'audio': 'src-audio', 'vision': 'src-visual'}
 BOS, EOS, FIRST_EMOTION = 2, 3, 4
@@ -316,7 +316,7 @@ def decode_tailor_targets(tgt,         # list of token sequences [2, e..., 3]
             out[i, t - FIRST_EMOTION] = 1.
     return out
 
-# %% ../nbs/02_formats.ipynb #0d86183e
+# %% ../nbs/02_formats.ipynb #732f91e5
 def load_tailor_pt(path,             # TAILOR `train_valid_test.pt`
                    drop_empty=False,  # drop samples with no emotion (CDaT's zero_label_process)
                    mask_mode='ones',  # 'ones' (TAILOR: no padding information) or 'padding' (zero rows)
@@ -342,7 +342,7 @@ def load_tailor_pt(path,             # TAILOR `train_valid_test.pt`
         out[split] = _make_split(path, split, raw, y, task, ids=ids, mask_mode=mask_mode)
     return _finish(path, 'tailor', task, out, {'dropped_empty': dropped})
 
-# %% ../nbs/02_formats.ipynb #23bc5529
+# %% ../nbs/02_formats.ipynb #84758952
 HDF5_MAGIC = b'\x89HDF\r\n\x1a\n'
 
 def _json_meta(v):
@@ -386,7 +386,7 @@ def describe_csd(path) -> str:
     return (f"{Path(path).name}: root {c['root']!r}, {len(c['data'])} videos, {rows} rows, dim {sorted(dims)}{rng}"
             + (f"; {desc}" if desc else ''))
 
-# %% ../nbs/02_formats.ipynb #aac4fe93
+# %% ../nbs/02_formats.ipynb #de407883
 def write_csd(path, root, data, metadata=None):
     "Write {video: (features (n,d), intervals (n,2))} as a .csd file (what the SDK's write_CSD produces)."
     with h5py.File(path, 'w') as f:
@@ -409,7 +409,7 @@ def segment_frames(feats,     # (n, d) frames of one video
     idx = idx[np.argsort(intervals[idx, 0], kind='stable')][:max_len]
     return feats[idx], len(idx)
 
-# %% ../nbs/02_formats.ipynb #a2d73456
+# %% ../nbs/02_formats.ipynb #b1f76bb8
 MODALITY_HINTS = {'text': ('glove', 'word', 'text', 'bert', 'language', 'lexical'),
                   'audio': ('covarep', 'opensmile', 'audio', 'acoustic', 'wav2vec'),
                   'vision': ('facet', 'openface', 'vision', 'visual', 'video', 'face')}
@@ -447,7 +447,7 @@ def _csd_label_task(dim, path, label):
     raise DatasetFormatError(path, 'features', f'label layout not recognised: {dim} columns with label={label!r}; '
                              "expected 1 (sentiment) or 7 (MOSEI: pass label='sentiment' or 'emotions')")
 
-# %% ../nbs/02_formats.ipynb #7d1ac07b
+# %% ../nbs/02_formats.ipynb #569c019c
 def load_sdk_csd(path,             # a label .csd, or a folder with a label .csd, feature .csds and a folds .json
                  folds=None,       # folds JSON (default: the *.json in the folder / beside the file)
                  modalities=None,  # {'text'|'audio'|'vision': csd path or file name}; default: from file names
@@ -522,7 +522,7 @@ def load_sdk_csd(path,             # a label .csd, or a folder with a label .csd
               'segments_without_frames': empty, 'feature_files': {m: str(c['path']) for m, c in feats.items()}}
     return _finish(path, 'sdk', task, out, report)
 
-# %% ../nbs/02_formats.ipynb #d3f82b6a
+# %% ../nbs/02_formats.ipynb #8a3ba2d1
 NPZ_KEYS = ('segment_id', 'text', 'audio', 'vision', 'sentiment')
 
 def load_utterance_npz(path,                 # mosi_poria_utterance_real.npz
@@ -558,7 +558,7 @@ def load_utterance_npz(path,                 # mosi_poria_utterance_real.npz
         out[s] = _make_split(path, s, raw, arrs['sentiment'][idx].reshape(-1, 1), task, ids=list(ids[idx]), mask_mode='ones')
     return _finish(path, 'utterance', task, out, {'split': split, 'n_segments': n})
 
-# %% ../nbs/02_formats.ipynb #50833754
+# %% ../nbs/02_formats.ipynb #b1787f29
 LAYOUTS = ('mult', 'mmsa', 'tailor', 'sdk', 'utterance')
 
 def _keys_of(obj):
