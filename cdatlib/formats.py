@@ -11,7 +11,7 @@ __all__ = ['SAFE_GLOBALS', 'IEMOCAP_CLASSES', 'SENTIMENT', 'TAILOR_EMOTIONS', 'T
            'load_mmsa_pickle', 'decode_tailor_targets', 'load_tailor_pt', 'read_csd', 'describe_csd', 'write_csd',
            'segment_frames', 'read_folds', 'load_sdk_csd', 'load_utterance_npz', 'sniff_layout', 'load_dataset']
 
-# %% ../nbs/02_formats.ipynb #81f3ad5b
+# %% ../nbs/02_formats.ipynb #7d83f11e
 import importlib
 import json
 import pickle
@@ -29,7 +29,7 @@ import torch
 from .dataset import (MODALITIES, SPLITS, MultimodalData, MultimodalDataset, Task, clean_nonfinite,
                              lengths_to_mask, masks_from_padding)
 
-# %% ../nbs/02_formats.ipynb #2913ae89
+# %% ../nbs/02_formats.ipynb #1392de7f
 class DatasetFormatError(ValueError):
     "A dataset file that does not match the layout it is read as; the message names the file and the field."
     def __init__(self, path, # the file (or folder) being read
@@ -38,7 +38,7 @@ class DatasetFormatError(ValueError):
         self.path, self.field, self.problem = str(path), field, problem
         super().__init__(f"{path}: {field}: {problem}" if field else f"{path}: {problem}")
 
-# %% ../nbs/02_formats.ipynb #6660d0b1
+# %% ../nbs/02_formats.ipynb #51cf010d
 def _numpy_internals():
     "numpy's array-rebuilding module and `_frombuffer`'s module, under whichever name this numpy uses."
     try: return importlib.import_module('numpy._core.multiarray'), importlib.import_module('numpy._core.numeric')
@@ -61,7 +61,7 @@ for _core in ('numpy.core', 'numpy._core'):  # numpy 1.x and 2.x spellings of th
 for _mod in ('builtins', '__builtin__'):  # '__builtin__': pickles written by Python 2
     SAFE_GLOBALS.update({(_mod, n): f for n, f in _BUILTINS.items()})
 
-# %% ../nbs/02_formats.ipynb #d9e05b6b
+# %% ../nbs/02_formats.ipynb #3df38802
 class SafeUnpickler(pickle.Unpickler):
     "An unpickler that rebuilds numpy arrays and builtin containers and refuses every other global."
     def __init__(self, file, path='<bytes>', **kwargs):
@@ -75,7 +75,7 @@ class SafeUnpickler(pickle.Unpickler):
             'refused: this pickle asks to import something other than numpy arrays and builtin containers, '
             'which could run code. Only load it with plain pickle if you trust whoever wrote it.')
 
-# %% ../nbs/02_formats.ipynb #2855fd97
+# %% ../nbs/02_formats.ipynb #c7909f49
 def _open_error(path, what, e):
     return DatasetFormatError(path, what, f'truncated or corrupt file ({type(e).__name__}: {e})')
 
@@ -94,7 +94,7 @@ def safe_pickle_load(path, # a pickle file (MulT, MMSA, Poria, ...)
                     struct.error, MemoryError) as e:
                 raise _open_error(path, 'pickle', e) from e
 
-# %% ../nbs/02_formats.ipynb #001aa594
+# %% ../nbs/02_formats.ipynb #d930fd71
 def torch_safe_globals():
     "The numpy globals a `.pt` file of numpy arrays needs under `torch.load(weights_only=True)`."
     out = [np.ndarray, np.dtype, SAFE_GLOBALS[('argparse', 'Namespace')]]
@@ -125,7 +125,7 @@ def safe_torch_load(path, # a `.pt` file (TAILOR's `train_valid_test.pt`)
             AttributeError, struct.error) as e:
         raise _open_error(path, 'torch file', e) from None
 
-# %% ../nbs/02_formats.ipynb #2a210ddd
+# %% ../nbs/02_formats.ipynb #2ee7efd9
 def _arr(x):
     "x as a numpy array (torch tensors and lists accepted)."
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
@@ -190,7 +190,7 @@ def _make_split(path, split, raw, labels, task, ids=None, masks=None, mask_mode=
                              raw_text=None if raw_text is None else [_decode(t) for t in raw_text],
                              split=split, source=str(path), nonfinite=nonfinite)
 
-# %% ../nbs/02_formats.ipynb #790202eb
+# %% ../nbs/02_formats.ipynb #33b581c0
 IEMOCAP_CLASSES = ('Neutral', 'Happy', 'Sad', 'Angry')
 SENTIMENT = ('sentiment',)
 
@@ -225,7 +225,7 @@ def _mult_ids(ids, path, field):
     if ids.ndim == 2: return ['_'.join(p for p in (_decode(v) for v in row) if p) for row in ids]
     raise DatasetFormatError(path, field, f'wrong rank: expected ids (N,) or (N, 3), got {ids.shape}')
 
-# %% ../nbs/02_formats.ipynb #2bb5ba5e
+# %% ../nbs/02_formats.ipynb #7278753d
 def active_per_sample(ds # a MultimodalDataset with 0/1 labels
                      ) -> dict:
     "How many samples have k active classes: {k: count}."
@@ -233,8 +233,7 @@ def active_per_sample(ds # a MultimodalDataset with 0/1 labels
 
 def _finish(path, layout, task, splits, report=None):
     "MultimodalData from the three split datasets, with a per-layout report attached."
-    data = MultimodalData({s: splits[s] for s in SPLITS}, layout=layout, path=Path(path))
-    data.report = report or {}
+    data = MultimodalData({s: splits[s] for s in SPLITS}, layout=layout, path=Path(path), report=report)
     if task.kind != 'regression': data.report['active_per_sample'] = {s: active_per_sample(splits[s]) for s in SPLITS}
     return data
 
@@ -256,7 +255,7 @@ def load_mult_pickle(path,                      # MulT `*_data.pkl` or `*_data_n
         out[split] = _make_split(path, split, raw, y, task, ids=ids, mask_mode=mask_mode)
     return _finish(path, 'mult', task, out)
 
-# %% ../nbs/02_formats.ipynb #3afe1acb
+# %% ../nbs/02_formats.ipynb #1fe39a97
 def load_mmsa_pickle(path,              # MMSA `aligned_50.pkl`, `unaligned_50.pkl` or `unaligned_39.pkl`
                      mask_mode='padding', # 'padding' (lengths, text_bert mask or zero rows) or 'ones'
                      _obj=None):
@@ -295,7 +294,7 @@ def load_mmsa_pickle(path,              # MMSA `aligned_50.pkl`, `unaligned_50.p
     report = {'config': obj.get('config')} if 'config' in obj else {}
     return _finish(path, 'mmsa', task, out, report)
 
-# %% ../nbs/02_formats.ipynb #4cc2cb55
+# %% ../nbs/02_formats.ipynb #8060a585
 TAILOR_EMOTIONS = ('happy', 'sad', 'anger', 'surprise', 'disgust', 'fear')
 TAILOR_KEYS = {'text': 'src-text', 'audio': 'src-audio', 'vision': 'src-visual'}
 BOS, EOS, FIRST_EMOTION = 2, 3, 4
@@ -316,7 +315,7 @@ def decode_tailor_targets(tgt,         # list of token sequences [2, e..., 3]
             out[i, t - FIRST_EMOTION] = 1.
     return out
 
-# %% ../nbs/02_formats.ipynb #732f91e5
+# %% ../nbs/02_formats.ipynb #ed7b8934
 def load_tailor_pt(path,             # TAILOR `train_valid_test.pt`
                    drop_empty=False,  # drop samples with no emotion (CDaT's zero_label_process)
                    mask_mode='ones',  # 'ones' (TAILOR: no padding information) or 'padding' (zero rows)
@@ -342,7 +341,7 @@ def load_tailor_pt(path,             # TAILOR `train_valid_test.pt`
         out[split] = _make_split(path, split, raw, y, task, ids=ids, mask_mode=mask_mode)
     return _finish(path, 'tailor', task, out, {'dropped_empty': dropped})
 
-# %% ../nbs/02_formats.ipynb #84758952
+# %% ../nbs/02_formats.ipynb #cb89f21e
 HDF5_MAGIC = b'\x89HDF\r\n\x1a\n'
 
 def _json_meta(v):
@@ -386,7 +385,7 @@ def describe_csd(path) -> str:
     return (f"{Path(path).name}: root {c['root']!r}, {len(c['data'])} videos, {rows} rows, dim {sorted(dims)}{rng}"
             + (f"; {desc}" if desc else ''))
 
-# %% ../nbs/02_formats.ipynb #de407883
+# %% ../nbs/02_formats.ipynb #48716110
 def write_csd(path, root, data, metadata=None):
     "Write {video: (features (n,d), intervals (n,2))} as a .csd file (what the SDK's write_CSD produces)."
     with h5py.File(path, 'w') as f:
@@ -409,7 +408,7 @@ def segment_frames(feats,     # (n, d) frames of one video
     idx = idx[np.argsort(intervals[idx, 0], kind='stable')][:max_len]
     return feats[idx], len(idx)
 
-# %% ../nbs/02_formats.ipynb #b1f76bb8
+# %% ../nbs/02_formats.ipynb #24180ba5
 MODALITY_HINTS = {'text': ('glove', 'word', 'text', 'bert', 'language', 'lexical'),
                   'audio': ('covarep', 'opensmile', 'audio', 'acoustic', 'wav2vec'),
                   'vision': ('facet', 'openface', 'vision', 'visual', 'video', 'face')}
@@ -447,7 +446,7 @@ def _csd_label_task(dim, path, label):
     raise DatasetFormatError(path, 'features', f'label layout not recognised: {dim} columns with label={label!r}; '
                              "expected 1 (sentiment) or 7 (MOSEI: pass label='sentiment' or 'emotions')")
 
-# %% ../nbs/02_formats.ipynb #569c019c
+# %% ../nbs/02_formats.ipynb #65b1ab44
 def load_sdk_csd(path,             # a label .csd, or a folder with a label .csd, feature .csds and a folds .json
                  folds=None,       # folds JSON (default: the *.json in the folder / beside the file)
                  modalities=None,  # {'text'|'audio'|'vision': csd path or file name}; default: from file names
@@ -522,7 +521,7 @@ def load_sdk_csd(path,             # a label .csd, or a folder with a label .csd
               'segments_without_frames': empty, 'feature_files': {m: str(c['path']) for m, c in feats.items()}}
     return _finish(path, 'sdk', task, out, report)
 
-# %% ../nbs/02_formats.ipynb #8a3ba2d1
+# %% ../nbs/02_formats.ipynb #8aea8885
 NPZ_KEYS = ('segment_id', 'text', 'audio', 'vision', 'sentiment')
 
 def load_utterance_npz(path,                 # mosi_poria_utterance_real.npz
@@ -558,7 +557,7 @@ def load_utterance_npz(path,                 # mosi_poria_utterance_real.npz
         out[s] = _make_split(path, s, raw, arrs['sentiment'][idx].reshape(-1, 1), task, ids=list(ids[idx]), mask_mode='ones')
     return _finish(path, 'utterance', task, out, {'split': split, 'n_segments': n})
 
-# %% ../nbs/02_formats.ipynb #b1787f29
+# %% ../nbs/02_formats.ipynb #51f2e31c
 LAYOUTS = ('mult', 'mmsa', 'tailor', 'sdk', 'utterance')
 
 def _keys_of(obj):
