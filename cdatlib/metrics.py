@@ -7,9 +7,9 @@ Docs: https://cdatlib.github.io/cdatlib/metrics.html.md"""
 # %% auto #0
 __all__ = ['to_numpy', 'binarize', 'jaccard_accuracy', 'multilabel_metrics', 'binary_per_class_metrics', 'mae', 'pearson_corr',
            'acc7', 'acc5', 'acc2_has0', 'f1_has0', 'acc2_non0', 'f1_non0', 'sentiment_metrics', 'task_metrics',
-           'selection_metric', 'mean_std', 'format_mean_std', 'mean_std_table']
+           'selection_metric', 'mean_std', 'format_mean_std', 'mean_std_table', 'mean_std_frame']
 
-# %% ../nbs/04_metrics.ipynb #b7151ba9
+# %% ../nbs/04_metrics.ipynb #608c6cb1
 import math
 import numpy as np
 import pandas as pd
@@ -17,20 +17,20 @@ import torch
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, jaccard_score, precision_score, recall_score
 
-# %% ../nbs/04_metrics.ipynb #dc1f3916
+# %% ../nbs/04_metrics.ipynb #830f1f46
 def to_numpy(x) -> np.ndarray:
     "Turn a torch tensor, numpy array or (nested) list into a float64 numpy array."
     if isinstance(x, torch.Tensor): x = x.detach().cpu().float().numpy()  # .float(): numpy has no bfloat16
     return np.asarray(x, dtype=np.float64)
 
-# %% ../nbs/04_metrics.ipynb #4b32a042
+# %% ../nbs/04_metrics.ipynb #ed9f786d
 def binarize(y_prob, # probabilities (N, C)
              threshold:float=0.5, # a class is predicted when its probability is strictly above this
             ) -> np.ndarray: # int 0/1 array (N, C)
     "Binarise probabilities with a strict `>` as TAILOR's `getBinaryTensor` does."
     return (to_numpy(y_prob) > threshold).astype(int)
 
-# %% ../nbs/04_metrics.ipynb #827935ae
+# %% ../nbs/04_metrics.ipynb #1a3f311f
 def jaccard_accuracy(y_true, # truth (N, C); a label is present when > 0
                      y_pred, # binary predictions (N, C); present when > 0
                      both_empty_score:float=0., # score of a sample with no true and no predicted label: 0 as in TAILOR's `get_accuracy`, 1 to count it as correct
@@ -39,7 +39,7 @@ def jaccard_accuracy(y_true, # truth (N, C); a label is present when > 0
     y, p = (to_numpy(y_true) > 0).astype(int), (to_numpy(y_pred) > 0).astype(int)
     return float(jaccard_score(y, p, average='samples', zero_division=both_empty_score))
 
-# %% ../nbs/04_metrics.ipynb #3a31a30b
+# %% ../nbs/04_metrics.ipynb #50c4e988
 def multilabel_metrics(y_true, # truth (N, C); a label is present when > 0
                        y_prob, # predicted probabilities (N, C), e.g. `task.predict(logits)`
                        threshold:float=0.5, # predict a class when its probability is strictly above this (TAILOR)
@@ -57,7 +57,7 @@ def multilabel_metrics(y_true, # truth (N, C); a label is present when > 0
             # TAILOR/CDaT call get_metrics(pred, label): their "precision" column is the true recall and vice versa
             'tailor_reported_precision': float(R), 'tailor_reported_recall': float(P)}
 
-# %% ../nbs/04_metrics.ipynb #6632a982
+# %% ../nbs/04_metrics.ipynb #1cfab7cc
 def binary_per_class_metrics(y_true, # truth (N, C) 0/1; present when > 0
                              y_prob, # predicted probabilities (N, C)
                              classes, # C class names, e.g. ('Neutral', 'Happy', 'Sad', 'Angry')
@@ -75,7 +75,7 @@ def binary_per_class_metrics(y_true, # truth (N, C) 0/1; present when > 0
     res['mean_acc'], res['mean_f1_weighted'] = float(np.mean(accs)), float(np.mean(f1s))
     return res
 
-# %% ../nbs/04_metrics.ipynb #d18a26da
+# %% ../nbs/04_metrics.ipynb #444d7ee1
 def mae(y_true, y_pred) -> float:
     "Mean absolute error (MMSA `metricsTop.py`, MulT `eval_mosei_senti`)."
     return float(np.mean(np.abs(to_numpy(y_pred).ravel() - to_numpy(y_true).ravel())))
@@ -99,7 +99,7 @@ def acc5(y_true, y_pred) -> float:
     "Acc-5: accuracy of round(clip(·, -2, 2)) on both sides (MMSA `Mult_acc_5`, MulT `mult_a5`)."
     return _multiclass_acc(to_numpy(y_true).ravel(), to_numpy(y_pred).ravel(), -2., 2.)
 
-# %% ../nbs/04_metrics.ipynb #8d309774
+# %% ../nbs/04_metrics.ipynb #a98762e1
 def _sign_f1(t, p):
     return float(f1_score(t, p, average='weighted', zero_division=0))
 
@@ -130,7 +130,7 @@ def f1_non0(y_true, y_pred) -> float:
     t, p = _non0(y_true, y_pred)
     return _sign_f1(t, p) if len(t) else math.nan
 
-# %% ../nbs/04_metrics.ipynb #7d0751b1
+# %% ../nbs/04_metrics.ipynb #15aeb27f
 def sentiment_metrics(y_true, # sentiment labels (N,) or (N, 1), in [-3, 3]
                       y_pred, # predicted scores, same shape
                      ) -> dict:
@@ -141,7 +141,7 @@ def sentiment_metrics(y_true, # sentiment labels (N,) or (N, 1), in [-3, 3]
             'acc2_has0': acc2_has0(t, p), 'f1_has0': f1_has0(t, p),
             'acc2_non0': acc2_non0(t, p), 'f1_non0': f1_non0(t, p)}
 
-# %% ../nbs/04_metrics.ipynb #35bb7f24
+# %% ../nbs/04_metrics.ipynb #3df7afa4
 def task_metrics(task, # a `cdatlib.dataset.Task`, or anything with .kind, .classes, .predict(logits)
                  logits, # model outputs (N, task.n_outputs), torch or numpy
                  y, # labels (N, n_outputs), torch or numpy
@@ -154,7 +154,7 @@ def task_metrics(task, # a `cdatlib.dataset.Task`, or anything with .kind, .clas
     if task.kind == 'binary_per_class': return binary_per_class_metrics(y, pred, task.classes)
     raise ValueError(f"unknown task kind {task.kind!r}; expected 'multilabel', 'regression' or 'binary_per_class'")
 
-# %% ../nbs/04_metrics.ipynb #84349f89
+# %% ../nbs/04_metrics.ipynb #083e7207
 _SELECTION = {'multilabel': ('micro_f1', 'max'), 'regression': ('mae', 'min'),
               'binary_per_class': ('mean_f1_weighted', 'max')}
 
@@ -165,7 +165,7 @@ def selection_metric(task, # a Task (anything with .kind) or a kind string
     if kind not in _SELECTION: raise ValueError(f"unknown task kind {kind!r}; expected one of {tuple(_SELECTION)}")
     return _SELECTION[kind]
 
-# %% ../nbs/04_metrics.ipynb #0fded268
+# %% ../nbs/04_metrics.ipynb #e2bb5ce7
 def mean_std(runs:list, # one metrics dict per run (seed)
              ddof:int=1, # 1: sample standard deviation (pandas' default); 0: population (numpy's default)
             ) -> dict: # name -> (mean, std)
@@ -192,3 +192,12 @@ def mean_std_table(results:dict, # row name (e.g. model) -> list of metrics dict
             for name, runs in results.items()}
     df = pd.DataFrame.from_dict(rows, orient='index')
     return df[list(metrics)] if metrics is not None else df
+
+def mean_std_frame(runs:list, # one metrics dict per seed
+                   skip=('seed', 'best_epoch', 'seconds'), # bookkeeping keys that are not metrics
+                   digits:int=3,
+                  ) -> pd.DataFrame:
+    "One row per metric, columns 'mean', 'std' and 'mean ± std': the summary of a multi-seed run"
+    ms = mean_std([{k: v for k, v in r.items() if k not in skip} for r in runs])
+    return pd.DataFrame({'mean': {k: m for k, (m, s) in ms.items()}, 'std': {k: s for k, (m, s) in ms.items()},
+                         'mean ± std': {k: format_mean_std(m, s, digits) for k, (m, s) in ms.items()}})
