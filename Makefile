@@ -8,7 +8,7 @@ PY    := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test docs check
+.PHONY: install run test docs check lab
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(STAMP)
 	# one BLAS/OpenMP thread per notebook: two notebooks run side by side, and oversubscribed cores make torch crawl
 	OMP_NUM_THREADS=1 $(VENV)/bin/nbdev-test --n-workers 2
 	$(PY) -m pytest -q tests
+
+# the course in JupyterLab (installs the `course` extra the first time)
+lab: $(STAMP)
+	test -x $(VENV)/bin/jupyter-lab || $(PY) -m pip install --quiet -e ".[course]"
+	$(VENV)/bin/jupyter-lab nbs/
 
 docs: $(STAMP)
 	$(PY) tools/build_docs.py

@@ -6,80 +6,177 @@ Docs: https://cdatlib.github.io/cdatlib/cli.html.md"""
 
 # %% ../nbs/13_cli.ipynb #ec4660ff
 from __future__ import annotations
-import argparse, dataclasses, json, sys, time
+import argparse, contextlib, dataclasses, errno, json, sys, time
 from pathlib import Path
 import pandas as pd
 import torch
-from .config import TrainConfig, ConfigError, validate_config, save_config, load_config, config_from_dict, build_model, MODELS, find_data_samples
+from .config import (TrainConfig, ConfigError, validate_config, save_config, load_config, config_from_dict,
+                            read_config_dict, config_diff, resolve_layout, build_model, build_addons, init_weights,
+                            MODELS, ADDONS, LAYOUTS, LAYOUT_ALIASES,
+                            find_data_samples)
 from .formats import load_dataset, DatasetFormatError
-from .learner import build_learner, set_seed, load_checkpoint, default_device
+from .learner import (build_learner, set_seed, load_checkpoint, default_device, atomic_write, clean_stale_tmp,
+                             RunLock, RunLockError, CheckpointError, NonFiniteLossError)
 from .metrics import mean_std_frame, selection_metric
 
 # %% auto #0
-__all__ = ['train', 'evaluate', 'make_parser', 'config_from_args', 'main']
+__all__ = ['RUN_FILES', 'load_data', 'data_report', 'train', 'evaluate', 'make_parser', 'config_from_args', 'error_line', 'main']
 
 # %% ../nbs/13_cli.ipynb #7b5048d7
+RUN_FILES = ('config.json', 'best.pt', 'last.pt', 'log.csv', 'done.json') # what `train` writes in a seed folder
+
 def _device(cfg): return default_device() if cfg.device == 'auto' else torch.device(cfg.device)
+
+def load_data(cfg:TrainConfig):
+    "The dataset of `cfg` (its layout name resolved, e.g. 'npz' -> 'utterance')"
+    return load_dataset(cfg.data_path(), layout=resolve_layout(cfg.layout))
+
+def data_report(data, # a `MultimodalData`
+                test:bool=False, # the test split will be evaluated
+               )->tuple:
+    "(warnings, problems): what the reader noticed, and what makes training on `data` meaningless"
+    w, p = getattr(data, 'warnings', None), getattr(data, 'problems', None)
+    if callable(w): warns = list(w())
+    else: # readers without a report: at least the values they replaced
+        nf = {m: sum(ds.nonfinite.get(m, 0) for ds in data) for m in data.dims}
+        warns = [f"non-finite values replaced by 0: {', '.join(f'{m} {n}' for m, n in nf.items() if n)}"] if any(nf.values()) else []
+    probs = []
+    if len(data.train) == 0: probs.append("the train split is empty: nothing to train on")
+    if len(data.valid) == 0: probs.append("the valid split is empty: model selection needs validation samples")
+    if test and len(data.test) == 0: probs.append("the test split is empty, so there is nothing to test on")
+    for q in (list(p()) if callable(p) else []):
+        if q.endswith(': no samples'): continue # said above, with what it means for this run
+        if q.startswith('test') and not test: warns.append(f"{q} (the test split is not used without --test)")
+        else: probs.append(q)
+    return warns, probs
+
+def _read_done(path, seed)->tuple:
+    "(row, None) for a finished seed; (None, why) when done.json is missing or unreadable"
+    try: row = json.loads(path.read_bytes())
+    except FileNotFoundError: return None, None
+    except (OSError, ValueError) as e: return None, f"unreadable ({type(e).__name__})"
+    if not isinstance(row, dict) or row.get('seed') != seed: return None, f"not the record of seed {seed}"
+    return row, None
+
+def _seed_state(cfg, seed, run_dir, resume, overwrite)->str:
+    "'new', 'overwrite' or 'resume'; refuses a folder that holds another run, or this run changed"
+    present = [f for f in RUN_FILES if (run_dir/f).exists()]
+    if not present: return 'new'
+    if overwrite: return 'overwrite'
+    if not resume: raise ConfigError(f"{run_dir}: holds a run already ({', '.join(present)}); add --resume to continue it, "
+                                     "or --overwrite to start it again")
+    if 'config.json' not in present:
+        raise ConfigError(f"{run_dir}: has {', '.join(present)} but no config.json, so it cannot be checked to be this run; "
+                          "use --overwrite to start it again")
+    diff = config_diff(read_config_dict(run_dir/'config.json'), cfg)
+    if diff:
+        what = ', '.join(f"{k} (saved {a!r}, given {b!r})" for k, a, b in diff)
+        raise ConfigError(f"resume: the configuration differs from {run_dir/'config.json'} in {what}; "
+                          "resume with the saved values, or start again with --overwrite")
+    return 'resume'
+
+def _evaluate_weights(cfg, data, ckpt, split, run_dir)->dict:
+    "Metrics on `split` of the weights in checkpoint `ckpt`, for a model built from `cfg`"
+    if len(data[split]) == 0: raise ConfigError(f"split: the {split} split of {cfg.data_path()} is empty")
+    model = build_model(cfg, data)
+    try: model.load_state_dict(load_checkpoint(ckpt)['model'])
+    except RuntimeError as e:
+        raise CheckpointError(f"{ckpt}: its weights do not fit a {cfg.model} model ({str(e).strip().splitlines()[0]})") from None
+    learn = build_learner(model, data, batch_size=cfg.batch_size, path=run_dir, device=_device(cfg), checkpoint=False,
+                          csv=None, progress=False)
+    return learn.evaluate(split)
+
+def _train_seed(cfg, data, seed, run_dir, state, test, device, progress, log, warn)->dict:
+    "Train (or finish, or just report) one seed; return its row"
+    done = run_dir/'done.json'
+    if state == 'overwrite':
+        for f in RUN_FILES: (run_dir/f).unlink(missing_ok=True)
+    stale = clean_stale_tmp(run_dir) # we hold the lock: these are left by a killed process
+    if stale: log(f"seed {seed}: removed {len(stale)} temporary file(s) of an interrupted write in {run_dir}")
+    if state == 'resume':
+        row, why = _read_done(done, seed)
+        if row is not None:
+            if test and not any(k.startswith('test_') for k in row): # finished without --test: test its best weights now
+                row.update({f'test_{k}': v for k, v in _evaluate_weights(cfg, data, run_dir/'best.pt', 'test', run_dir).items()})
+                atomic_write(done, json.dumps(row, indent=1, default=float))
+            log(f"seed {seed}: already finished, {run_dir}")
+            return row
+        if why: warn(f"{done}: {why}; finishing seed {seed} again from its last checkpoint")
+    else: save_config(cfg, run_dir/'config.json')
+    last = run_dir/'last.pt'
+    set_seed(seed, cfg.deterministic)
+    model = init_weights(build_model(cfg, data), cfg) # init_from: an earlier run's best weights (a resume overrides them)
+    learn = build_learner(model, data, lr=cfg.lr, wd=cfg.weight_decay, batch_size=cfg.batch_size, seed=seed,
+                          warmup=cfg.warmup, clip=cfg.grad_clip or None, patience=cfg.patience or None,
+                          amp=cfg.amp and device.type == 'cuda', path=run_dir, device=device, progress=progress,
+                          config={'train_config': dataclasses.asdict(cfg), 'seed': seed}, cbs=build_addons(cfg))
+    t0 = time.time()
+    try: learn.fit(cfg.epochs, resume=last if state == 'resume' and last.exists() else None)
+    except NonFiniteLossError as e: raise NonFiniteLossError(f"seed {seed} ({run_dir}): {e}") from None
+    row = {'seed': seed, 'best_epoch': learn.best_epoch, 'seconds': round(time.time() - t0, 2)}
+    for s in (('valid', 'test') if test else ('valid',)): row.update({f'{s}_{k}': v for k, v in learn.evaluate(s).items()})
+    atomic_write(done, json.dumps(row, indent=1, default=float))
+    name, _ = selection_metric(data.task)
+    log(f"seed {seed}: best epoch {learn.best_epoch}, valid {name} {row[f'valid_{name}']:.4f} "
+        f"({row['seconds']:.1f} s) -> {run_dir}")
+    return row
+
+def _warn(msg): print(f"cdat: warning: {msg}", file=sys.stderr)
 
 def train(cfg:TrainConfig, # what to run
           test:bool=False, # also evaluate the selected model on the test split
           resume:bool=False, # continue seeds that have a last.pt; skip finished ones
+          overwrite:bool=False, # start seeds that already hold a run again, from scratch
           progress:bool=None, # progress bars: None = only in a terminal or notebook
           log=print, # where the one-line reports go
+          warn=_warn, # where warnings about the data and the run go
          )->tuple:
     "Train one run per seed of `cfg`; return (per-seed DataFrame, mean ± std summary DataFrame)"
     validate_config(cfg)
-    data = load_dataset(cfg.data_path(), layout=cfg.layout or None)
-    device = _device(cfg)
-    splits = ('valid', 'test') if test else ('valid',)
-    log(f"data: {cfg.data_path()} ({data.layout}, {data.task.kind}: {', '.join(data.task.classes)}); "
-        f"train/valid/test {len(data.train)}/{len(data.valid)}/{len(data.test)}; device: {device}")
-    rows = []
-    for seed in cfg.seeds:
-        run_dir = cfg.run_dir(seed)
-        done, last = run_dir/'done.json', run_dir/'last.pt'
-        if resume and done.exists():
-            rows.append(json.loads(done.read_text())); log(f"seed {seed}: already finished, {run_dir}"); continue
-        save_config(cfg, run_dir/'config.json')
-        set_seed(seed, cfg.deterministic)
-        model = build_model(cfg, data)
-        learn = build_learner(model, data, lr=cfg.lr, wd=cfg.weight_decay, batch_size=cfg.batch_size, seed=seed,
-                              warmup=cfg.warmup, clip=cfg.grad_clip or None, patience=cfg.patience or None,
-                              amp=cfg.amp and device.type == 'cuda', path=run_dir, device=device, progress=progress,
-                              config={'train_config': dataclasses.asdict(cfg), 'seed': seed})
-        t0 = time.time()
-        learn.fit(cfg.epochs, resume=last if resume and last.exists() else None)
-        row = {'seed': seed, 'best_epoch': learn.best_epoch, 'seconds': round(time.time() - t0, 2)}
-        for s in splits: row.update({f'{s}_{k}': v for k, v in learn.evaluate(s).items()})
-        (run_dir/'done.json').write_text(json.dumps(row, indent=1, default=float))
-        name, _ = selection_metric(data.task)
-        log(f"seed {seed}: best epoch {learn.best_epoch}, valid {name} {row[f'valid_{name}']:.4f} "
-            f"({row['seconds']:.1f} s) -> {run_dir}")
-        rows.append(row)
+    if resume and overwrite: raise ConfigError("resume and overwrite: choose one")
+    dirs = {seed: cfg.run_dir(seed) for seed in cfg.seeds}
+    out = cfg.run_dir(cfg.seeds[0]).parent
+    new_dirs = {q for d in dirs.values() for q in (d, *d.parents) if not q.exists()} # made by this call, if it fails
+    try:
+        with contextlib.ExitStack() as locks:
+            for d in dirs.values(): locks.enter_context(RunLock(d))
+            states = {seed: _seed_state(cfg, seed, d, resume, overwrite) for seed, d in dirs.items()} # all checked first
+            data = load_data(cfg)
+            warns, probs = data_report(data, test)
+            for w in warns: warn(f"{cfg.data_path()}: {w}")
+            if probs: raise ConfigError(f"data: {cfg.data_path()}: {'; '.join(probs)}")
+            device = _device(cfg)
+            log(f"data: {cfg.data_path()} ({data.layout}, {data.task.kind}: {', '.join(data.task.classes)}); "
+                f"train/valid/test {len(data.train)}/{len(data.valid)}/{len(data.test)}; device: {device}")
+            rows = [_train_seed(cfg, data, s, dirs[s], states[s], test, device, progress, log, warn) for s in cfg.seeds]
+    except BaseException: # refused before anything was written: leave no empty folders behind
+        for d in sorted(new_dirs, key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError): d.rmdir()
+        raise
     per_seed, summary = pd.DataFrame(rows), mean_std_frame(rows)
-    out = Path(cfg.out_dir)/cfg.name()
-    per_seed.to_csv(out/'per_seed.csv', index=False)
-    summary.to_csv(out/'summary.csv')
+    with RunLock(out, '.summary.lock', blocking=True): # other seeds of this run may finish at the same time
+        for p in [*out.glob('.per_seed.csv.*.tmp'), *out.glob('.summary.csv.*.tmp')]: p.unlink(missing_ok=True)
+        atomic_write(out/'per_seed.csv', per_seed.to_csv(index=False))
+        atomic_write(out/'summary.csv', summary.to_csv())
     return per_seed, summary
 
 # %% ../nbs/13_cli.ipynb #57f291a7
 def evaluate(run_dir, # a seed folder written by `train` (holds config.json and best.pt)
              split:str='test', # which split to evaluate
              data:str=None, # another path to the same dataset; default: the one in config.json
+             device:str=None, # another device; default: the one in config.json
             )->dict:
     "Metrics of a trained run's selected weights on `split`"
     run_dir = Path(run_dir)
-    cfg = load_config(run_dir)
-    if data: cfg = dataclasses.replace(cfg, data=str(data))
+    d = read_config_dict(run_dir)
+    if data: d['data'] = str(data)
+    if device: d['device'] = device
+    cfg = config_from_dict(d, source=str(run_dir/'config.json'))
     ckpt = run_dir/'best.pt'
     if not ckpt.exists(): raise ConfigError(f"{ckpt}: no checkpoint; was this run trained?")
-    ds = load_dataset(cfg.data_path(), layout=cfg.layout or None)
+    ds = load_data(cfg)
     if split not in ds.splits: raise ConfigError(f"split: {split!r} is not one of {ds.splits}")
-    model = build_model(cfg, ds)
-    model.load_state_dict(load_checkpoint(ckpt)['model'])
-    learn = build_learner(model, ds, batch_size=cfg.batch_size, path=run_dir, device=_device(cfg), checkpoint=False,
-                          csv=None, progress=False)
-    return learn.evaluate(split)
+    return _evaluate_weights(cfg, ds, ckpt, split, run_dir)
 
 # %% ../nbs/13_cli.ipynb #22ac2291
 def _kv(s):
@@ -96,12 +193,15 @@ class _Parser(argparse.ArgumentParser):
 def make_parser()->argparse.ArgumentParser:
     "The `cdat` argument parser"
     p = _Parser(prog='cdat', description='Train and evaluate multimodal emotion and sentiment models (cdatlib).')
+    debug = dict(action='store_true', default=argparse.SUPPRESS, help='show the full traceback of an error')
+    p.add_argument('--debug', **debug)
     sub = p.add_subparsers(dest='command', metavar='{train,evaluate,data}', parser_class=_Parser)
     t = sub.add_parser('train', help='train a model (defaults: Naive Fusion on the embedded sample)')
     t.add_argument('--config', help='a JSON TrainConfig (e.g. a run\'s config.json); flags override it')
     d = TrainConfig()
     t.add_argument('--data', help="dataset file or folder (default: data_samples/tailor_mosei_aligned.pt)")
-    t.add_argument('--layout', help="force a layout: mult, mmsa, tailor, sdk, npz (default: detect)")
+    aliases = ''.join(f", {a} (= {b})" for a, b in LAYOUT_ALIASES.items())
+    t.add_argument('--layout', help=f"force a layout: {', '.join(LAYOUTS)}{aliases} (default: detect)")
     t.add_argument('--model', help=f"one of {', '.join(MODELS)} (default {d.model})")
     t.add_argument('--model-arg', action='append', type=_kv, default=[], metavar='KEY=VALUE',
                    help='a model constructor argument; repeat for several')
@@ -110,6 +210,11 @@ def make_parser()->argparse.ArgumentParser:
                           ('warmup', float, 'warm-up fraction of the steps'), ('grad-clip', float, 'max gradient norm (0: off)'),
                           ('patience', int, 'early-stopping patience in epochs (0: off)')]:
         t.add_argument(f'--{name}', type=tp, help=f"{hlp} (default {getattr(d, name.replace('-', '_'))})")
+    t.add_argument('--with', dest='addons', action='append', default=[], metavar='NAME',
+                   help=f"attach an add-on ({', '.join(ADDONS)}); repeat for several")
+    t.add_argument('--with-arg', action='append', type=_kv, default=[], metavar='NAME.KEY=VALUE',
+                   help="an argument of an attached add-on, e.g. l2.weight=0.01; repeat for several")
+    t.add_argument('--init-from', metavar='RUN_DIR', help="start from the best weights of a finished run's seed folder")
     t.add_argument('--seeds', type=int, nargs='+', help='one run per seed (default 0)')
     t.add_argument('--device', help="auto, cpu, cuda, cuda:N or mps (default auto)")
     t.add_argument('--no-amp', action='store_true', help='disable mixed precision on CUDA')
@@ -118,11 +223,13 @@ def make_parser()->argparse.ArgumentParser:
     t.add_argument('--run-name', help="run folder name (default <model>-<data stem>)")
     t.add_argument('--test', action='store_true', help='also evaluate the selected model on the test split')
     t.add_argument('--resume', action='store_true', help='continue interrupted seeds, skip finished ones')
+    t.add_argument('--overwrite', action='store_true', help='start seeds that already hold a run again, from scratch')
     t.add_argument('--quiet', action='store_true', help='no progress bars')
     e = sub.add_parser('evaluate', help='evaluate a trained run on a split')
     e.add_argument('run_dir', help='a seed folder of a run (holds config.json and best.pt)')
     e.add_argument('--split', default='test', choices=['train', 'valid', 'test'])
     e.add_argument('--data', help='another path to the same dataset')
+    e.add_argument('--device', help='another device (default: the run\'s)')
     da = sub.add_parser('data', help='inspect datasets')
     dsub = da.add_subparsers(dest='data_command', metavar='{describe,make-samples}', parser_class=_Parser)
     ds = dsub.add_parser('describe', help='print the layout, task, split sizes and shapes of a dataset')
@@ -130,17 +237,28 @@ def make_parser()->argparse.ArgumentParser:
     ds.add_argument('--layout', help='force a layout')
     ms = dsub.add_parser('make-samples', help='rewrite the synthetic data_samples/ files (fixed seed)')
     ms.add_argument('--out', default=None, help='output folder (default: the repository\'s data_samples/)')
+    for q in (t, e, ds, ms): q.add_argument('--debug', **debug)
     return p
 
 def config_from_args(args)->TrainConfig:
     "A `TrainConfig` from parsed `cdat train` arguments: defaults < --config file < flags"
-    base = dataclasses.asdict(load_config(args.config)) if args.config else dataclasses.asdict(TrainConfig())
+    # the file is validated with the flags applied: `--config gpu.json --device cpu` works on a machine without CUDA
+    base = {**dataclasses.asdict(TrainConfig()), **read_config_dict(args.config)} if args.config else dataclasses.asdict(TrainConfig())
     flags = {'data': args.data, 'layout': args.layout, 'model': args.model, 'epochs': args.epochs,
              'batch_size': args.batch_size, 'lr': args.lr, 'weight_decay': args.weight_decay, 'warmup': args.warmup,
              'grad_clip': args.grad_clip, 'patience': args.patience, 'seeds': args.seeds, 'device': args.device,
              'out_dir': args.out_dir, 'run_name': args.run_name}
     base.update({k: v for k, v in flags.items() if v is not None})
     if args.model_arg: base['model_args'] = {**base['model_args'], **dict(args.model_arg)}
+    addons = {k: dict(v) if isinstance(v, dict) else v for k, v in base.get('addons', {}).items()}
+    for name in args.addons: addons.setdefault(name, {})
+    for key, v in args.with_arg:
+        name, dot, arg = key.partition('.')
+        if not (dot and name and arg): raise ConfigError(f"--with-arg: expected NAME.KEY=VALUE, got {key!r}")
+        if name not in addons: raise ConfigError(f"--with-arg {key}: the add-on {name!r} is not attached; add --with {name}")
+        addons[name][arg] = v
+    base['addons'] = addons
+    if args.init_from is not None: base['init_from'] = args.init_from
     if args.no_amp: base['amp'] = False
     if args.deterministic: base['deterministic'] = True
     return config_from_dict(base, source='command line')
@@ -151,25 +269,40 @@ def _print_metrics(summary, prefix):
     width = max(len(k) for k in rows) if rows else 0
     for k in rows: print(f"  {k:<{width}}  {summary.loc[k, 'mean ± std']}")
 
+def error_line(e:BaseException)->tuple:
+    "(one-line message, exit status) for an error that reached `main`"
+    if isinstance(e, (ConfigError, DatasetFormatError, CheckpointError, RunLockError)): msg, code = str(e), 2
+    elif isinstance(e, NonFiniteLossError): msg, code = str(e), 1
+    elif isinstance(e, OSError): # a path that is not there is bad input; a write that fails is a failed run
+        f, code = e.filename, 2 if isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError)) else 1
+        if e.errno == errno.ENOSPC: msg = f"disk full writing {f}" if f else "disk full"
+        else: msg = f"{f}: {e.strerror or e}" if f else str(e)
+    elif isinstance(e, MemoryError): msg, code = "out of memory; try a smaller --batch-size or model", 1
+    else: msg, code = f"unexpected {type(e).__name__}: {e} (probably a bug in cdatlib; --debug shows the traceback)", 1
+    return ' '.join(str(msg).split()), code # one line, whatever the message held
+
 def main(argv=None)->int:
     "Entry point of the `cdat` command"
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = '--debug' in argv # known before parsing, so a parsing error can show its traceback too
     parser = make_parser()
     try:
         args = parser.parse_args(argv)
         if args.command == 'train':
             cfg = config_from_args(args)
-            _, summary = train(cfg, test=args.test, resume=args.resume, progress=False if args.quiet else None)
+            _, summary = train(cfg, test=args.test, resume=args.resume, overwrite=args.overwrite,
+                               progress=False if args.quiet else None)
             print(f"selected on the validation split; metrics over {len(cfg.seeds)} seed(s) (mean ± std):")
             _print_metrics(summary, 'valid_')
             if args.test: _print_metrics(summary, 'test_')
-            print(f"runs in {Path(cfg.out_dir)/cfg.name()}")
+            print(f"runs in {cfg.run_dir(cfg.seeds[0]).parent}")
         elif args.command == 'evaluate':
-            m = evaluate(args.run_dir, args.split, args.data)
+            m = evaluate(args.run_dir, args.split, args.data, args.device)
             width = max(len(k) for k in m)
             for k, v in m.items(): print(f"  {args.split}_{k:<{width}}  {v:.4f}")
         elif args.command == 'data' and args.data_command == 'describe':
             path = args.path or find_data_samples()/'tailor_mosei_aligned.pt'
-            print(load_dataset(path, layout=args.layout).describe())
+            print(load_dataset(path, layout=resolve_layout(args.layout)).describe())
         elif args.command == 'data' and args.data_command == 'make-samples':
             from cdatlib.samples import write_samples
             out = Path(args.out) if args.out else find_data_samples()
@@ -178,6 +311,13 @@ def main(argv=None)->int:
         else:
             parser.print_help(); return 2
         return 0
-    except (ConfigError, DatasetFormatError, FileNotFoundError) as e:
-        print(f"cdat: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if debug: raise
+        hint = '; run the same command with --resume to continue from the last finished epoch' if 'train' in argv else ''
+        print(f"cdat: interrupted{hint}", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug: raise
+        msg, code = error_line(e)
+        print(f"cdat: error: {msg}", file=sys.stderr)
+        return code

@@ -6,14 +6,20 @@ Docs: https://cdatlib.github.io/cdatlib/config.html.md"""
 
 # %% ../nbs/12_config.ipynb #9817dde5
 from __future__ import annotations
-import dataclasses, importlib, json, os, typing
+import dataclasses, importlib, inspect, json, math, os, typing
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import cdatlib
+from .learner import atomic_write
+try: from cdatlib.formats import LAYOUTS # the readers' own list of layout names
+except ImportError: LAYOUTS = ('mult', 'mmsa', 'tailor', 'sdk', 'utterance')
+try: from cdatlib.formats import LAYOUT_ALIASES
+except ImportError: LAYOUT_ALIASES = {'npz': 'utterance'}
 
 # %% auto #0
-__all__ = ['DEFAULT_SAMPLE', 'MODELS', 'ConfigError', 'find_data_samples', 'model_class', 'TrainConfig', 'validate_config',
-           'save_config', 'config_from_dict', 'load_config', 'build_model']
+__all__ = ['DEFAULT_SAMPLE', 'MODELS', 'ADDONS', 'RESUME_SAFE', 'ConfigError', 'find_data_samples', 'model_class', 'addon_class',
+           'TrainConfig', 'resolve_layout', 'check_device', 'validate_config', 'save_config', 'read_config_dict',
+           'config_from_dict', 'load_config', 'config_diff', 'build_model', 'build_addons', 'init_weights']
 
 # %% ../nbs/12_config.ipynb #adac32e2
 class ConfigError(ValueError):
@@ -44,12 +50,29 @@ def model_class(name:str):
     mod, cls = MODELS[name].split(':')
     return getattr(importlib.import_module(mod), cls)
 
+# %% ../nbs/12_config.ipynb #2994083e
+ADDONS = {
+    'l2': 'cdatlib.learner:L2Penalty',
+}
+
+def addon_class(name:str):
+    "The add-on (callback) class registered under `name`"
+    if name not in ADDONS: raise ConfigError(f"addons: unknown add-on {name!r}; choose one of {', '.join(ADDONS)}")
+    mod, cls = ADDONS[name].split(':')
+    return getattr(importlib.import_module(mod), cls)
+
+def _accepted(cls)->list:
+    "The keyword arguments `cls` accepts (None: any, it takes **kwargs)"
+    ps = inspect.signature(cls).parameters.values()
+    if any(p.kind == p.VAR_KEYWORD for p in ps): return None
+    return [p.name for p in ps if p.name != 'self' and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
 # %% ../nbs/12_config.ipynb #82959c43
 @dataclass
 class TrainConfig:
     "Everything that defines a training run; saved as config.json beside its checkpoints"
     data:str='' # dataset file or folder; '' = the embedded sample `data_samples/tailor_mosei_aligned.pt`
-    layout:str='' # force a file layout ('mult', 'mmsa', 'tailor', 'sdk', 'npz'); '' = sniff it
+    layout:str='' # force a file layout (one of `LAYOUTS`, or an alias such as 'npz'); '' = sniff it
     model:str='naive' # a key of `MODELS`
     model_args:dict=field(default_factory=dict) # keyword arguments of the model's constructor
     epochs:int=10 # maximum number of epochs
@@ -64,7 +87,9 @@ class TrainConfig:
     device:str='auto' # 'auto' (CUDA, then MPS, then CPU), 'cuda', 'mps', 'cpu'
     amp:bool=True # mixed precision when on CUDA (ignored elsewhere)
     out_dir:str='runs' # runs are written to out_dir/run_name/seed-N/
-    run_name:str='' # '' = '<model>-<data file stem>'
+    run_name:str='' # '' = '<model>[+<add-on>...]-<data file stem>'
+    addons:dict=field(default_factory=dict) # add-ons to attach, {name in `ADDONS`: {argument: value}}
+    init_from:str='' # a finished run's seed folder (or a checkpoint file) whose best weights start the model; '' = none
 
     def data_path(self)->Path:
         "The dataset path this run reads"
@@ -72,7 +97,13 @@ class TrainConfig:
 
     def name(self)->str:
         "The run's name"
-        return self.run_name or f"{self.model}-{self.data_path().stem}"
+        return self.run_name or f"{self.model}{''.join('+' + a for a in self.addons)}-{self.data_path().stem}"
+
+    def init_path(self)->Path:
+        "The checkpoint whose weights start the model (`init_from`), None if none"
+        if not self.init_from: return None
+        p = Path(self.init_from).expanduser()
+        return p if p.suffix == '.pt' and not p.is_dir() else p/'best.pt' # a checkpoint file, or a seed folder
 
     def run_dir(self, seed:int)->Path:
         "Where the run with `seed` keeps its config, checkpoints and log"
@@ -92,22 +123,66 @@ def _check_type(name, value, tp):
           list: lambda v: isinstance(v, (list, tuple)), dict: lambda v: isinstance(v, dict)}[tp]
     if not ok(value): raise ConfigError(f"{name}: expected {tp.__name__}, got {value!r}")
 
+def resolve_layout(name:str)->str:
+    "The reader's name for a layout given in a configuration (aliases resolved); None for '' (sniff it)"
+    if not name: return None
+    return LAYOUT_ALIASES.get(name, name)
+
+def check_device(device:str):
+    "Refuse a device this machine does not have, naming the field"
+    import torch
+    if device in ('auto', 'cpu'): return
+    if device == 'mps':
+        mps = getattr(torch.backends, 'mps', None)
+        if mps is None or not mps.is_available(): raise ConfigError("device: 'mps' asked for, but Apple MPS is not available here; use cpu or auto")
+        return
+    if device == 'cuda' or device.startswith('cuda:'):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0: raise ConfigError(f"device: {device!r} asked for, but this torch sees no CUDA device; use cpu or auto")
+        i = device.partition(':')[2]
+        if i and not (i.isdigit() and int(i) < n): raise ConfigError(f"device: {device!r}: this machine has CUDA devices 0..{n - 1}")
+        return
+    raise ConfigError(f"device: 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
+
+def _check_out_dir(out_dir):
+    p = Path(out_dir).expanduser()
+    for q in (p, *p.parents): # the first part of the path that exists must be a folder
+        if q.exists():
+            if not q.is_dir(): raise ConfigError(f"out_dir: {q} exists and is not a folder")
+            return
+
 def validate_config(cfg:TrainConfig)->TrainConfig:
     "Check every field of `cfg`; raise `ConfigError` naming the first bad one"
     for f in dataclasses.fields(cfg): _check_type(f.name, getattr(cfg, f.name), _field_types()[f.name])
     if cfg.model not in MODELS: raise ConfigError(f"model: unknown model {cfg.model!r}; choose one of {', '.join(MODELS)}")
     for k in ('epochs', 'batch_size'):
         if getattr(cfg, k) < 1: raise ConfigError(f"{k}: must be at least 1, got {getattr(cfg, k)}")
+    for k in ('lr', 'weight_decay', 'warmup', 'grad_clip'): # NaN passes every comparison, so test finiteness first
+        if not math.isfinite(getattr(cfg, k)): raise ConfigError(f"{k}: must be a finite number, got {getattr(cfg, k)}")
     if not cfg.lr > 0: raise ConfigError(f"lr: must be positive, got {cfg.lr}")
     if not 0 <= cfg.warmup < 1: raise ConfigError(f"warmup: a fraction in [0, 1), got {cfg.warmup}")
-    if cfg.patience < 0 or cfg.grad_clip < 0 or cfg.weight_decay < 0:
-        raise ConfigError("patience, grad_clip and weight_decay must not be negative")
+    for k in ('patience', 'grad_clip', 'weight_decay'):
+        if getattr(cfg, k) < 0: raise ConfigError(f"{k}: must not be negative, got {getattr(cfg, k)}")
     if not cfg.seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in cfg.seeds):
         raise ConfigError(f"seeds: a non-empty list of integers, got {cfg.seeds!r}")
-    if cfg.device not in ('auto', 'cpu', 'cuda', 'mps') and not cfg.device.startswith('cuda:'):
-        raise ConfigError(f"device: 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {cfg.device!r}")
-    if cfg.layout not in ('', 'mult', 'mmsa', 'tailor', 'sdk', 'npz'):
-        raise ConfigError(f"layout: one of mult, mmsa, tailor, sdk, npz (or empty to detect it), got {cfg.layout!r}")
+    bad = [s for s in cfg.seeds if not 0 <= s < 2**32] # what numpy's and torch's generators accept
+    if bad: raise ConfigError(f"seeds: each seed must be in [0, 2**32), got {bad}")
+    dup = sorted({s for s in cfg.seeds if cfg.seeds.count(s) > 1})
+    if dup: raise ConfigError(f"seeds: {dup} given more than once; repeating a seed repeats the same run, so the spread over seeds would be fake")
+    check_device(cfg.device)
+    if cfg.layout and resolve_layout(cfg.layout) not in LAYOUTS:
+        names = ', '.join([*LAYOUTS, *LAYOUT_ALIASES])
+        raise ConfigError(f"layout: one of {names} (or empty to detect it), got {cfg.layout!r}")
+    if not all(isinstance(k, str) for k in cfg.model_args): raise ConfigError(f"model_args: keys must be strings, got {cfg.model_args!r}")
+    for name, args in cfg.addons.items():
+        cls = addon_class(name)
+        if not isinstance(args, dict): raise ConfigError(f"addons.{name}: expected a dict of arguments, got {args!r}")
+        ok = _accepted(cls)
+        bad = [] if ok is None else sorted(set(args) - set(ok))
+        if bad: raise ConfigError(f"addons.{name}: unknown argument(s) {bad}; {cls.__name__} accepts {', '.join(ok)}")
+    if cfg.init_from and not cfg.init_path().is_file():
+        raise ConfigError(f"init_from: {cfg.init_path()} does not exist (give the seed folder of a finished run, which holds best.pt)")
+    _check_out_dir(cfg.out_dir)
     p = cfg.data_path()
     if not p.exists(): raise ConfigError(f"data: {p} does not exist")
     return cfg
@@ -115,12 +190,22 @@ def validate_config(cfg:TrainConfig)->TrainConfig:
 # %% ../nbs/12_config.ipynb #64850de0
 def save_config(cfg:TrainConfig, path)->Path:
     "Write `cfg` as JSON to `path` atomically"
+    return atomic_write(path, json.dumps(asdict(cfg), indent=2) + '\n')
+
+def read_config_dict(path)->dict:
+    "The fields saved in a config.json (or a folder holding one), unvalidated; unknown fields are refused"
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(json.dumps(asdict(cfg), indent=2) + '\n')
-    os.replace(tmp, path)
-    return path
+    if path.is_dir(): path = path/'config.json'
+    if not path.exists(): raise ConfigError(f"{path}: no such configuration file")
+    try: d = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f" ({e.msg} at line {e.lineno})" if isinstance(e, json.JSONDecodeError) else ''
+        raise ConfigError(f"{path}: not valid JSON{where}") from None
+    if not isinstance(d, dict): raise ConfigError(f"{path}: expected a JSON object of fields")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown: raise ConfigError(f"{path}: unknown field(s) {unknown}; known fields: {', '.join(sorted(known))}")
+    return d
 
 def config_from_dict(d:dict, source:str='config')->TrainConfig:
     "A validated `TrainConfig` from a plain dict; unknown keys are refused"
@@ -132,12 +217,20 @@ def config_from_dict(d:dict, source:str='config')->TrainConfig:
 def load_config(path)->TrainConfig:
     "Read a `TrainConfig` saved by `save_config` (or written by hand)"
     path = Path(path)
-    if path.is_dir(): path = path/'config.json'
-    if not path.exists(): raise ConfigError(f"{path}: no such configuration file")
-    try: d = json.loads(path.read_text())
-    except json.JSONDecodeError as e: raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(d, dict): raise ConfigError(f"{path}: expected a JSON object of fields")
-    return config_from_dict(d, source=str(path))
+    return config_from_dict(read_config_dict(path), source=str(path/'config.json' if path.is_dir() else path))
+
+# %% ../nbs/12_config.ipynb #71a96d77
+RESUME_SAFE = ('device', 'seeds', 'out_dir', 'run_name') # fields a resumed run may change
+
+def config_diff(saved:dict, # the fields of a saved config.json (`read_config_dict`)
+                cfg:TrainConfig, # the configuration given now
+                ignore=RESUME_SAFE, # fields allowed to differ
+               )->list:
+    "The fields (other than `ignore`) whose values differ, as (name, saved, given) triples"
+    now, default = asdict(cfg), asdict(TrainConfig())
+    norm = lambda v: list(v) if isinstance(v, tuple) else v # JSON has lists where Python may hold tuples
+    return [(k, saved.get(k, default[k]), now[k]) for k in now
+            if k not in ignore and norm(saved.get(k, default[k])) != norm(now[k])]
 
 # %% ../nbs/12_config.ipynb #0587ceb8
 def build_model(cfg:TrainConfig, # the run configuration
@@ -152,3 +245,25 @@ def build_model(cfg:TrainConfig, # the run configuration
         import inspect
         params = [p for p in inspect.signature(cls).parameters if p not in ('dims', 'n_outputs', 'self')]
         raise ConfigError(f"model_args: {cls.__name__} rejected {cfg.model_args} ({e}); it accepts {', '.join(params)}") from None
+
+# %% ../nbs/12_config.ipynb #b1cac0ab
+def build_addons(cfg:TrainConfig)->list:
+    "The add-on callbacks `cfg` attaches, built from their arguments"
+    out = []
+    for name, args in cfg.addons.items():
+        try: out.append(addon_class(name)(**args))
+        except (TypeError, ValueError) as e: raise ConfigError(f"addons.{name}: {e}") from None
+    return out
+
+def init_weights(model, # a model built by `build_model`
+                 cfg:TrainConfig, # its configuration; `init_from` names the checkpoint
+                ):
+    "Load the weights of `cfg.init_from`'s best checkpoint into `model` (nothing if `init_from` is empty)"
+    p = cfg.init_path()
+    if p is None: return model
+    from cdatlib.learner import load_checkpoint, CheckpointError
+    try: model.load_state_dict(load_checkpoint(p)['model'])
+    except RuntimeError as e:
+        raise CheckpointError(f"init_from: {p}: its weights do not fit a {cfg.model} model "
+                              f"({str(e).strip().splitlines()[0]})") from None
+    return model

@@ -13,14 +13,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, DataLoader
+from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['MODALITIES', 'TASK_KINDS', 'SPLITS', 'Task', 'clean_nonfinite', 'masks_from_padding', 'lengths_to_mask',
-           'MultimodalDataset', 'MultimodalData']
+__all__ = ['MODALITIES', 'TASK_KINDS', 'SPLITS', 'EMOTIONS', 'IEMOCAP_CLASSES', 'SENTIMENT_RANGE', 'Task', 'clean_nonfinite',
+           'masks_from_padding', 'lengths_to_mask', 'MultimodalDataset', 'MultimodalData']
 
 # %% ../nbs/01_dataset.ipynb #86da5e0d
 MODALITIES = ('text', 'audio', 'vision')
 TASK_KINDS = ('multilabel', 'regression', 'binary_per_class')
+SPLITS = ('train', 'valid', 'test')
+EMOTIONS = ('happy', 'sad', 'anger', 'surprise', 'disgust', 'fear')   # CMU-MOSEI's six, in TAILOR's and the SDK's order
+IEMOCAP_CLASSES = ('Neutral', 'Happy', 'Sad', 'Angry')                 # IEMOCAP's four, in MulT's label order
 
 # %% ../nbs/01_dataset.ipynb #e2de0c63
 @dataclass(frozen=True)
@@ -78,9 +82,51 @@ def lengths_to_mask(lengths, # (N,) number of real steps per sample
     if left: return steps[None] >= (max_len - lengths)[:, None]
     return steps[None] < lengths[:, None]
 
-# %% ../nbs/01_dataset.ipynb #e9a72682
+# %% ../nbs/01_dataset.ipynb #f03a396b
 def _as_float_tensor(x): return torch.as_tensor(np.asarray(x, dtype=np.float32)) if not torch.is_tensor(x) else x.float()
 
+def _check_features(features:dict, where:str)->dict:
+    "The three modalities as float tensors (N, L, d), or an error naming the missing or mis-shaped field"
+    missing = [m for m in MODALITIES if m not in features]
+    if missing: raise ValueError(f"{where}: missing modality field(s) {missing}")
+    out = {m: _as_float_tensor(features[m]) for m in MODALITIES}
+    for m, x in out.items():
+        if x.ndim != 3: raise ValueError(f"{where}: field '{m}' should be (N, L, d), got shape {tuple(x.shape)}")
+    return out
+
+# %% ../nbs/01_dataset.ipynb #4d46d8b0
+def _check_labels(labels, features:dict, task:Task, where:str)->torch.Tensor:
+    "Labels as (N, n_outputs) floats, checked against every modality's N and the task's number of outputs"
+    y = _as_float_tensor(labels)
+    if y.ndim == 1: y = y[:, None]
+    for m, x in features.items():
+        if len(x) != len(y): raise ValueError(f"{where}: field '{m}' has {len(x)} samples but the labels have {len(y)}")
+    if y.shape[1] != task.n_outputs:
+        raise ValueError(f"{where}: labels have {y.shape[1]} columns but task {task.kind} {task.classes} needs {task.n_outputs}")
+    return y
+
+# %% ../nbs/01_dataset.ipynb #bba9de8d
+def _check_masks(masks:dict, features:dict, where:str)->dict:
+    "A bool (N, L) mask per modality, all True where none is given; a mask of the wrong shape names the field"
+    masks, out = masks or {}, {}
+    for m, x in features.items():
+        mk = torch.as_tensor(masks[m] if torch.is_tensor(masks[m]) else np.asarray(masks[m])).bool() if m in masks \
+             else torch.ones(x.shape[:2], dtype=torch.bool)
+        if tuple(mk.shape) != tuple(x.shape[:2]):
+            raise ValueError(f"{where}: mask '{m}_mask' has shape {tuple(mk.shape)}, expected {tuple(x.shape[:2])}")
+        out[m] = mk
+    return out
+
+def _check_extras(extras:dict, n:int, where:str)->dict:
+    "Extra per-sample tensors, each with `n` rows"
+    out = {}
+    for k, v in (extras or {}).items():
+        v = torch.as_tensor(v)
+        if len(v) != n: raise ValueError(f"{where}: field '{k}' has {len(v)} samples but the labels have {n}")
+        out[k] = v
+    return out
+
+# %% ../nbs/01_dataset.ipynb #35a7f0bc
 class MultimodalDataset(Dataset):
     "Text, audio and vision sequences with masks, labels, ids and their `Task`, held as whole tensors"
     def __init__(self,
@@ -96,31 +142,11 @@ class MultimodalDataset(Dataset):
                  nonfinite:dict=None, # {'audio': number of NaN/inf values replaced by 0, ...}
                 ):
         where = f"{source or 'dataset'}" + (f" [{split}]" if split else '')
-        missing = [m for m in MODALITIES if m not in features]
-        if missing: raise ValueError(f"{where}: missing modality field(s) {missing}")
-        self.features = {m: _as_float_tensor(features[m]) for m in MODALITIES}
-        for m, x in self.features.items():
-            if x.ndim != 3: raise ValueError(f"{where}: field '{m}' should be (N, L, d), got shape {tuple(x.shape)}")
-        self.labels = _as_float_tensor(labels)
-        if self.labels.ndim == 1: self.labels = self.labels[:, None]
+        self.features = _check_features(features, where)
+        self.labels = _check_labels(labels, self.features, task, where)
         n = len(self.labels)
-        for m, x in self.features.items():
-            if len(x) != n: raise ValueError(f"{where}: field '{m}' has {len(x)} samples but the labels have {n}")
-        if self.labels.shape[1] != task.n_outputs:
-            raise ValueError(f"{where}: labels have {self.labels.shape[1]} columns but task {task.kind} {task.classes} needs {task.n_outputs}")
-        masks = masks or {}
-        self.masks = {}
-        for m, x in self.features.items():
-            mk = torch.as_tensor(np.asarray(masks[m]) if not torch.is_tensor(masks.get(m)) else masks[m]).bool() if m in masks \
-                 else torch.ones(x.shape[:2], dtype=torch.bool)
-            if tuple(mk.shape) != tuple(x.shape[:2]):
-                raise ValueError(f"{where}: mask '{m}_mask' has shape {tuple(mk.shape)}, expected {tuple(x.shape[:2])}")
-            self.masks[m] = mk
-        self.extras = {}
-        for k, v in (extras or {}).items():
-            v = torch.as_tensor(v)
-            if len(v) != n: raise ValueError(f"{where}: field '{k}' has {len(v)} samples but the labels have {n}")
-            self.extras[k] = v
+        self.masks = _check_masks(masks, self.features, where)
+        self.extras = _check_extras(extras, n, where)
         self.ids = [str(i) for i in (ids if ids is not None else range(n))]
         if len(self.ids) != n: raise ValueError(f"{where}: field 'id' has {len(self.ids)} entries but the labels have {n}")
         self.task, self.raw_text, self.split, self.source = task, raw_text, split, source
@@ -141,49 +167,89 @@ class MultimodalDataset(Dataset):
     @property
     def device(self): return self.labels.device
 
-    def batch(self, idx)->dict:
-        "The batch of the samples at `idx`, made by indexing whole tensors (no per-sample collation)"
-        idx = torch.as_tensor(idx, dtype=torch.long, device=self.device)
-        b = {m: x[idx] for m, x in self.features.items()}
-        b.update({f'{m}_mask': mk[idx] for m, mk in self.masks.items()})
-        b.update({k: v[idx] for k, v in self.extras.items()})
-        b['y'], b['index'] = self.labels[idx], idx
-        return b
-
-    def __getitem__(self, i)->dict:
-        b = self.batch(torch.tensor([i]))
-        return {k: v[0] for k, v in b.items()}
-
-    def subset(self, idx)->MultimodalDataset:
-        "A new dataset with the samples at `idx` (ids, transcripts and extras follow)"
-        idx = torch.as_tensor(idx, dtype=torch.long)
-        ii = idx.tolist()
-        return MultimodalDataset({m: x[idx] for m, x in self.features.items()}, self.labels[idx], self.task,
-                                 ids=[self.ids[i] for i in ii], masks={m: mk[idx] for m, mk in self.masks.items()},
-                                 extras={k: v[idx] for k, v in self.extras.items()},
-                                 raw_text=[self.raw_text[i] for i in ii] if self.raw_text is not None else None,
-                                 split=self.split, source=self.source, nonfinite=self.nonfinite)
-
-    def to(self, device)->MultimodalDataset:
-        "Move every tensor to `device` (in place) and return self"
-        self.features = {m: x.to(device) for m, x in self.features.items()}
-        self.masks = {m: x.to(device) for m, x in self.masks.items()}
-        self.extras = {k: v.to(device) for k, v in self.extras.items()}
-        self.labels = self.labels.to(device)
-        return self
-
-    def nbytes(self)->int:
-        "Memory taken by the tensors, to decide whether the dataset fits on a device"
-        ts = [*self.features.values(), *self.masks.values(), *self.extras.values(), self.labels]
-        return sum(t.numel() * t.element_size() for t in ts)
-
     def __repr__(self):
         shapes = ', '.join(f"{m} {tuple(x.shape[1:])}" for m, x in self.features.items())
         return f"MultimodalDataset({self.split or '?'}: {len(self)} samples; {shapes}; {self.task.kind} {list(self.task.classes)})"
 
-# %% ../nbs/01_dataset.ipynb #31f5d222
-SPLITS = ('train', 'valid', 'test')
+# %% ../nbs/01_dataset.ipynb #3657a8e5
+@patch
+def batch(self:MultimodalDataset, idx)->dict:
+    "The batch of the samples at `idx`, made by indexing whole tensors (no per-sample collation)"
+    idx = torch.as_tensor(idx, dtype=torch.long, device=self.device)
+    b = {m: x[idx] for m, x in self.features.items()}
+    b.update({f'{m}_mask': mk[idx] for m, mk in self.masks.items()})
+    b.update({k: v[idx] for k, v in self.extras.items()})
+    b['y'], b['index'] = self.labels[idx], idx
+    return b
 
+@patch
+def __getitem__(self:MultimodalDataset, i)->dict:
+    b = self.batch(torch.tensor([i]))
+    return {k: v[0] for k, v in b.items()}
+
+# %% ../nbs/01_dataset.ipynb #d663e94a
+@patch
+def subset(self:MultimodalDataset, idx)->MultimodalDataset:
+    "A new dataset with the samples at `idx` (ids, transcripts and extras follow)"
+    idx = torch.as_tensor(idx, dtype=torch.long)
+    ii = idx.tolist()
+    return MultimodalDataset({m: x[idx] for m, x in self.features.items()}, self.labels[idx], self.task,
+                             ids=[self.ids[i] for i in ii], masks={m: mk[idx] for m, mk in self.masks.items()},
+                             extras={k: v[idx] for k, v in self.extras.items()},
+                             raw_text=[self.raw_text[i] for i in ii] if self.raw_text is not None else None,
+                             split=self.split, source=self.source, nonfinite=self.nonfinite)
+
+@patch
+def to(self:MultimodalDataset, device)->MultimodalDataset:
+    "Move every tensor to `device` (in place) and return self"
+    self.features = {m: x.to(device) for m, x in self.features.items()}
+    self.masks = {m: x.to(device) for m, x in self.masks.items()}
+    self.extras = {k: v.to(device) for k, v in self.extras.items()}
+    self.labels = self.labels.to(device)
+    return self
+
+@patch
+def nbytes(self:MultimodalDataset)->int:
+    "Memory taken by the tensors, to decide whether the dataset fits on a device"
+    ts = [*self.features.values(), *self.masks.values(), *self.extras.values(), self.labels]
+    return sum(t.numel() * t.element_size() for t in ts)
+
+# %% ../nbs/01_dataset.ipynb #8f532370
+SENTIMENT_RANGE = (-3.0, 3.0)  # CMU-MOSI/MOSEI sentiment is annotated on a 7-point scale from -3 to +3
+
+def _data_checks(data)->tuple:
+    "(warnings, problems) of a MultimodalData: one-line strings, each naming the split and the modality or field"
+    warns, probs = [], []
+    t = data.task
+    for s in SPLITS:
+        ds = data[s]
+        if len(ds) == 0: probs.append(f"{s}: no samples"); continue
+        for m in MODALITIES:
+            x, nf = ds.features[m], ds.nonfinite.get(m, 0)
+            if x.shape[-1] == 0: probs.append(f"{s}.{m}: feature size 0 (no features were read for this modality)")
+            elif nf and nf >= x.numel(): probs.append(f"{s}.{m}: every value was NaN or inf and became 0")
+            elif not ds.masks[m].any(): probs.append(f"{s}.{m}: 0% real steps (every mask is False): the model sees only padding")
+            else:
+                if nf: warns.append(f"{s}.{m}: {nf} non-finite values (NaN/inf) replaced by 0 ({nf / x.numel():.2%} of its values)")
+                if not x.any(): warns.append(f"{s}.{m}: every feature value is 0: this modality carries no information")
+        y = ds.labels
+        if t.kind == 'regression' and tuple(t.classes) == ('sentiment',):
+            lo, hi = SENTIMENT_RANGE
+            if (y < lo - 1e-3).any() or (y > hi + 1e-3).any():
+                probs.append(f"{s}.labels: sentiment in [{y.min().item():.3g}, {y.max().item():.3g}], outside the task's "
+                             f"[{lo:g}, {hi:g}] (scaled or wrong labels?)")
+        elif t.kind != 'regression':
+            bad = (y != 0) & (y != 1)
+            if bad.any(): probs.append(f"{s}.labels: {int(bad.sum())} values are not 0 or 1 (e.g. {y[bad][0].item():.3g}); "
+                                       f"a {t.kind} task needs 0/1 labels")
+    for i, s in enumerate(SPLITS):  # the same sample in two splits makes the scores optimistic
+        for prev in SPLITS[:i]:
+            shared = set(data[s].ids) & set(data[prev].ids)
+            if shared: warns.append(f"{s}.id: {len(shared)} of its ids are also {prev} ids (e.g. {sorted(shared)[0]!r})")
+    return warns, probs
+
+
+# %% ../nbs/01_dataset.ipynb #31f5d222
 def _short_path(p):
     "`p` relative to the working directory when that is shorter (keeps printed reports free of machine paths)"
     import os
@@ -221,13 +287,21 @@ class MultimodalData:
                     shuffle_train:bool=True, # reshuffle the train split every epoch
                     seed:int=0, # seeds the shuffling, so a run can be repeated
                     num_workers:int=0, # worker processes (0: load in the main process)
-                    drop_last:bool=False, # drop the last partial train batch (valid/test never drop: see methods.md §1.6)
+                    drop_last:bool=False, # drop the last partial train batch (valid/test never drop: every sample is scored)
                    )->dict:
         "A DataLoader per split; only train is shuffled"
         g = torch.Generator().manual_seed(seed)
         return {s: DataLoader(ds, batch_size=batch_size, shuffle=(s == 'train' and shuffle_train), generator=g,
                               num_workers=num_workers, drop_last=(s == 'train' and drop_last))
                 for s, ds in self.splits_.items()}
+
+    def warnings(self)->list:
+        "One line per thing to know before training (repaired values, all-zero modality, ids shared between splits)"
+        return _data_checks(self)[0]
+
+    def problems(self)->list:
+        "One line per thing that makes training meaningless (empty split or modality, all-NaN features, labels out of range)"
+        return _data_checks(self)[1]
 
     def describe(self)->str:
         "A plain-text summary: layout, task, split sizes, shapes, label balance and repaired values"
@@ -250,6 +324,8 @@ class MultimodalData:
             if k: lines.append("  train samples by number of positive classes: " + ', '.join(f"{n}: {c}" for n, c in k.items()))
         nf = {m: sum(ds.nonfinite.get(m, 0) for ds in self) for m in MODALITIES}
         if any(nf.values()): lines.append("  non-finite values replaced by 0: " + ', '.join(f"{m} {n}" for m, n in nf.items()))
+        warns, probs = _data_checks(self)
+        lines += [f"  problem: {p}" for p in probs] + [f"  warning: {w}" for w in warns]
         return '\n'.join(lines)
 
     def __repr__(self): return self.describe()

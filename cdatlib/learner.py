@@ -6,7 +6,7 @@ Docs: https://cdatlib.github.io/cdatlib/learner.html.md"""
 
 # %% ../nbs/08_learner.ipynb #c6cdb394
 from __future__ import annotations
-import os, sys, math, time, random, tempfile, copy
+import os, sys, io, math, time, random, tempfile, copy, errno, signal, contextlib
 from pathlib import Path
 from operator import attrgetter
 import numpy as np
@@ -19,14 +19,19 @@ from fastcore.imports import in_notebook
 from fastprogress.fastprogress import master_bar, progress_bar
 from .dataset import Task, SPLITS
 from .metrics import task_metrics, selection_metric, mean_std_frame
+try: import fcntl # POSIX file locks; absent on Windows, where `RunLock` does nothing
+except ImportError: fcntl = None
 
 # %% auto #0
-__all__ = ['CancelFitException', 'CancelEpochException', 'CancelTrainException', 'CancelValidException', 'CancelBatchException',
-           'Callback', 'run_cbs', 'with_cbs', 'param_groups', 'adamw', 'Learner', 'default_device', 'to_device',
-           'DeviceCB', 'MetricsCB', 'interactive', 'ProgressCB', 'set_seed', 'get_rng_state', 'set_rng_state',
-           'warmup_linear', 'WarmupLinearCB', 'RecorderCB', 'GradClipCB', 'MixedPrecisionCB', 'NonFiniteLossError',
-           'NonFiniteLossCB', 'atomic_save', 'load_checkpoint', 'is_better', 'CheckpointCB', 'EarlyStoppingCB',
-           'CSVLoggerCB', 'DeviceLoader', 'fits_on_device', 'dataloaders', 'build_learner', 'fit_seeds']
+__all__ = ['LOSS_TERM_ORDER', 'LOSS_TERM_BAND', 'CancelFitException', 'CancelEpochException', 'CancelTrainException',
+           'CancelValidException', 'CancelBatchException', 'Callback', 'run_cbs', 'callback_modules',
+           'callback_parameters', 'with_cbs', 'param_groups', 'adamw', 'kill_point', 'Learner', 'default_device',
+           'to_device', 'DeviceCB', 'MetricsCB', 'interactive', 'ProgressCB', 'set_seed', 'get_rng_state',
+           'set_rng_state', 'warmup_linear', 'WarmupLinearCB', 'RecorderCB', 'GradClipCB', 'MixedPrecisionCB',
+           'NonFiniteLossError', 'NonFiniteLossCB', 'file_mode', 'atomic_write', 'atomic_save', 'clean_stale_tmp',
+           'CheckpointError', 'load_checkpoint', 'RunLockError', 'RunLock', 'is_better', 'CheckpointCB',
+           'EarlyStoppingCB', 'CSVLoggerCB', 'DeviceLoader', 'fits_on_device', 'dataloaders', 'build_learner',
+           'fit_seeds', 'L2Penalty']
 
 # %% ../nbs/08_learner.ipynb #6ff2cb81
 class CancelFitException(Exception): "Raise in a callback to stop training; `after_fit` still runs"
@@ -48,6 +53,28 @@ def run_cbs(cbs, # callbacks
     for cb in sorted(cbs, key=attrgetter('order')):
         method = getattr(cb, method_nm, None)
         if method is not None: method(learn)
+
+# %% ../nbs/08_learner.ipynb #d64fc746
+LOSS_TERM_ORDER = 40 # default order of a callback that adds loss terms in `after_loss`
+LOSS_TERM_BAND = range(31, 50) # after CSVLoggerCB (30); before CheckpointCB (50), RecorderCB (90), NonFiniteLossCB (100)
+
+def callback_modules(cb)->list:
+    "The `nn.Module` attributes of a callback, by attribute name"
+    return [v for k, v in sorted(vars(cb).items()) if isinstance(v, nn.Module)]
+
+def callback_parameters(cb)->list:
+    "Trainable parameters a callback owns: its `parameters()` if defined, else those of its Module/Parameter attributes"
+    f = getattr(cb, 'parameters', None)
+    if callable(f): ps = list(f())
+    else:
+        ps = []
+        for k, v in sorted(vars(cb).items()):
+            if isinstance(v, nn.Parameter): ps.append(v)
+            elif isinstance(v, nn.Module): ps += list(v.parameters())
+    seen, out = set(), []
+    for p in ps: # each once, in a fixed order (the optimiser state is matched by position)
+        if p.requires_grad and id(p) not in seen: seen.add(id(p)); out.append(p)
+    return out
 
 # %% ../nbs/08_learner.ipynb #c0a2fa67
 _cancels = dict(fit=CancelFitException, epoch=CancelEpochException, train=CancelTrainException,
@@ -86,6 +113,19 @@ def adamw(params, # parameters or parameter groups
     "AdamW with BertAdam's epsilon; weight decay comes from the parameter groups"
     return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps)
 
+# %% ../nbs/08_learner.ipynb #25125041
+def kill_point(name:str, # the event, e.g. 'batch', 'write:last.pt' (before the rename), 'wrote:last.pt' (after)
+              ):
+    "Fault injection for tests: SIGKILL this process at the n-th `name` when `$CDATLIB_KILL_AT` is `name#n` (or `name`)"
+    spec = os.environ.get('CDATLIB_KILL_AT')
+    if not spec: return
+    n = kill_point.counts[name] = kill_point.counts.get(name, 0) + 1
+    if spec in (name, f'{name}#{n}'):
+        sys.stdout.flush(); sys.stderr.flush()
+        if hasattr(signal, 'SIGKILL'): os.kill(os.getpid(), signal.SIGKILL)
+        os._exit(137)
+kill_point.counts = {}
+
 # %% ../nbs/08_learner.ipynb #fd26b50d
 class Learner:
     "Trains `model` on `dls` for `task`; everything beyond the bare step is done by callbacks"
@@ -117,6 +157,26 @@ class Learner:
 
     def callback(self, method_nm:str): run_cbs(self.cbs, method_nm, self)
 
+    def cb_key(self, cb)->str:
+        "The name a callback's state is saved under: its class name, numbered when several share it"
+        same = [c for c in self.cbs if type(c) is type(cb)]
+        return type(cb).__name__ if len(same) == 1 else f"{type(cb).__name__}#{same.index(cb)}"
+    def cb_params(self)->dict:
+        "{cb_key: parameters} of the callbacks that own trainable parameters (not the model's: a callback may hold it)"
+        seen, out = {id(p) for p in self.model.parameters()}, {}
+        for cb in self.cbs:
+            ps = [p for p in callback_parameters(cb) if id(p) not in seen]
+            seen.update(id(p) for p in ps)
+            if ps: out[self.cb_key(cb)] = ps
+        return out
+    def param_groups(self)->list:
+        "The model's two groups (`param_groups`), then two per callback that owns parameters, named after it"
+        groups = param_groups(self.model, self.wd)
+        for k, ps in self.cb_params().items():
+            for wd, sel in ((self.wd, [p for p in ps if p.ndim >= 2]), (0., [p for p in ps if p.ndim < 2])):
+                if sel: groups.append({'params': sel, 'weight_decay': wd, 'name': k})
+        return groups
+
     def _do(self, nm):
         "Run step `nm`: the highest-order callback that defines it, else the Learner's own method"
         for cb in sorted(self.cbs, key=attrgetter('order'), reverse=True):
@@ -137,6 +197,7 @@ class Learner:
 
     @with_cbs('batch')
     def _one_batch(self):
+        if self.training: kill_point('batch') # fault injection for the tests (a no-op unless asked for)
         self._do('predict'); self.callback('after_predict')
         self._do('get_loss'); self.callback('after_loss')
         if not self.training: return
@@ -159,6 +220,8 @@ class Learner:
         self.dl = self.dls[split] if dl is None else dl
         self.n_iter = len(self.dl)
         self.model.train(self.training)
+        for cb in self.cbs:
+            for m in callback_modules(cb): m.train(self.training)
         (self._train if self.training else self._valid)()
 
     @with_cbs('epoch')
@@ -167,8 +230,12 @@ class Learner:
         if self.dls.get('valid') is not None: self._run('valid')
 
     @with_cbs('fit')
-    def _fit(self, ck):
-        if ck is not None: self.restore(ck)
+    def _fit(self, ck, resume):
+        if ck is not None:
+            try: self.restore(ck)
+            except (KeyError, RuntimeError, ValueError, TypeError) as e: # the checkpoint does not fit this Learner
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise CheckpointError(f"{resume}: cannot resume from it: {msg}") from None
         for self.epoch in self.epochs: self._one_epoch()
 
     def fit(self,
@@ -181,12 +248,15 @@ class Learner:
         self.cbs += cbs
         try:
             self.n_epochs = n_epochs
-            self.opt = self.opt_func(param_groups(self.model, self.wd), self.lr)
+            self.opt = self.opt_func(self.param_groups(), self.lr)
             ck = load_checkpoint(resume) if resume is not None else None
+            if ck is not None and ck.get('n_epochs', n_epochs) != n_epochs: # the schedule spans the whole run
+                raise CheckpointError(f"{resume}: written for a run of {ck.get('n_epochs')} epochs, not {n_epochs}; "
+                                      "the learning-rate schedule depends on the total, so resume with the same number")
             self.start_epoch = ck['epoch'] + 1 if ck is not None else 0
             self.epochs = range(self.start_epoch, n_epochs)
             if ck is None: self.history = []
-            self._fit(ck)
+            self._fit(ck, resume)
         finally:
             for cb in cbs: self.cbs.remove(cb)
         return self
@@ -211,7 +281,12 @@ class DeviceCB(Callback):
     "Put the model and every batch on `device` (default: `default_device()`)"
     order = -100
     def __init__(self, device=None): self.device = torch.device(device) if device is not None else default_device()
-    def before_fit(self, learn): learn.model.to(self.device)
+    def before_fit(self, learn):
+        learn.model.to(self.device)
+        for cb in learn.cbs: # parameters owned by callbacks (add-ons) go with the model
+            for m in callback_modules(cb): m.to(self.device)
+            for p in callback_parameters(cb):
+                if p.device != self.device: p.data = p.data.to(self.device) # in place: the optimiser keeps it
     before_valid = before_fit # `evaluate` runs a validation pass outside `fit`
     def before_batch(self, learn): learn.batch = to_device(learn.batch, self.device)
 
@@ -219,24 +294,33 @@ class DeviceCB(Callback):
 def _scalar(v): return isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
 
 class MetricsCB(Callback):
-    "Loss and `task_metrics` of each pass in `learn.metrics[split]`; one row per epoch in `learn.history`"
+    "Loss and metrics of each pass in `learn.metrics[split]`; one row per epoch in `learn.history`"
     order = -10
+    def __init__(self,
+                 metric_func=None, # `metric_func(logits, y) -> dict`; None: the task's metrics; False: the loss only
+                ): self.metric_func = metric_func
     def before_epoch(self, learn): self.t0 = time.time()
     def _begin(self, learn): self.logits, self.ys, self.sums, self.total, self.n = [], [], {}, 0., 0
     before_train = before_valid = _begin
     def after_batch(self, learn):
         if getattr(learn, 'loss', None) is None: return
         y = learn.batch['y']; bs = len(y)
-        self.logits.append(learn.out.logits.detach().float()); self.ys.append(y.detach().float())
+        if self.metric_func is not False:
+            self.logits.append(learn.out.logits.detach().float()); self.ys.append(y.detach().float())
         for k, v in learn.loss_parts.items(): self.sums[k] = self.sums.get(k, 0.) + v.detach().float() * bs
         self.total = self.total + learn.loss.detach().float() * bs
         self.n += bs
+    def _metrics(self, learn)->dict:
+        if self.metric_func is False or not self.logits: return {}
+        logits, ys = torch.cat(self.logits).cpu(), torch.cat(self.ys).cpu()
+        if self.metric_func is not None: return self.metric_func(logits, ys)
+        # the task's metrics need one logit per label; an output of another shape (a ConfidNet stage) gets the loss only
+        return task_metrics(learn.task, logits, ys) if logits.shape == ys.shape else {}
     def _end(self, learn):
         if not self.n: return
         m = {'loss': float(self.total / self.n)}
         if len(self.sums) > 1: m.update({f'loss_{k}': float(v / self.n) for k, v in self.sums.items()})
-        res = task_metrics(learn.task, torch.cat(self.logits).cpu(), torch.cat(self.ys).cpu())
-        m.update({k: float(v) for k, v in res.items() if _scalar(v)})
+        m.update({k: float(v) for k, v in self._metrics(learn).items() if _scalar(v)})
         learn.metrics[learn.split] = m
     after_train = after_valid = _end
     def after_epoch(self, learn):
@@ -352,7 +436,8 @@ class GradClipCB(Callback):
     def __init__(self, max_norm:float=1.0): self.max_norm = max_norm
     def after_backward(self, learn):
         if learn.scaler is not None and learn.scaler.is_enabled(): learn.scaler.unscale_(learn.opt)
-        learn.grad_norm = nn.utils.clip_grad_norm_(learn.model.parameters(), self.max_norm)
+        ps = [p for g in learn.opt.param_groups for p in g['params']] # the model's and the add-ons'
+        learn.grad_norm = nn.utils.clip_grad_norm_(ps, self.max_norm)
 
 class MixedPrecisionCB(Callback):
     "float16 autocast and a GradScaler on CUDA; does nothing on other devices"
@@ -377,36 +462,115 @@ class NonFiniteLossError(RuntimeError): "The loss became NaN or infinite"
 
 class NonFiniteLossCB(Callback):
     "Stop with `NonFiniteLossError` naming the epoch and batch when the loss is not finite"
-    order = 100 # after every callback that adds loss terms in `after_loss`
+    order = 100 # after every callback that adds loss terms in `after_loss` (`LOSS_TERM_BAND`)
     def after_loss(self, learn):
         if torch.isfinite(learn.loss).all(): return
         parts = ', '.join(f'{k}={float(v.detach()):.4g}' for k, v in learn.loss_parts.items())
         raise NonFiniteLossError(
-            f"non-finite loss ({float(learn.loss)}) at epoch {learn.epoch}, batch {learn.iter} "
+            f"non-finite loss ({float(learn.loss.detach())}) at epoch {learn.epoch}, batch {learn.iter} "
             f"({learn.split} pass; both counted from 0); loss parts: {parts}. Training stopped; "
             f"checkpoints written before this epoch are untouched.")
 
 # %% ../nbs/08_learner.ipynb #43254e19
+def file_mode()->int:
+    "The mode `open()` gives new files: 0o666 less the umask (`mkstemp` alone would make them owner-only)"
+    mask = os.umask(0o022); os.umask(mask) # reading the umask means setting it: put it straight back
+    return 0o666 & ~mask
+
+def _write_all(fd, data): # one place that writes bytes, so tests can simulate a full disk
+    view = memoryview(data)
+    while view: view = view[os.write(fd, view):]
+
+def atomic_write(path, # destination file
+                 data, # bytes, or str (written as UTF-8)
+                ):
+    "Write `data` to a temporary file in the same folder, fsync, then atomically rename it to `path`"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str): data = data.encode()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    try:
+        try:
+            if hasattr(os, 'fchmod'): os.fchmod(fd, file_mode()) # the same mode as every other file of the run
+            _write_all(fd, data); os.fsync(fd)
+        finally: os.close(fd)
+        kill_point(f'write:{path.name}')
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError): os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None: # name the file the user knows, not the temporary one
+            raise OSError(e.errno, 'disk full' if e.errno == errno.ENOSPC else os.strerror(e.errno), str(path)) from None
+        raise
+    kill_point(f'wrote:{path.name}')
+    with contextlib.suppress(OSError, AttributeError): # make the rename itself durable (POSIX)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try: os.fsync(dfd)
+        finally: os.close(dfd)
+    return path
+
 def atomic_save(obj, # anything `torch.save` accepts
                 path, # destination file
                ):
-    "`torch.save` to a temporary file in the same folder, fsync, then atomically rename it to `path`"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
+    "`torch.save` then `atomic_write`: a crash mid-write leaves the previous file intact"
+    buf = io.BytesIO() # serialise in memory first: a full disk then fails as an OSError, not inside torch's zip writer
+    torch.save(obj, buf)
+    return atomic_write(path, buf.getbuffer())
+
+def clean_stale_tmp(folder, # a run folder
+                   )->list:
+    "Delete temporary files that `atomic_write` left behind when a process was killed mid-write; return their names"
+    folder = Path(folder)
+    if not folder.is_dir(): return []
+    stale = [p for p in folder.glob('.*.tmp') if p.is_file()]
+    for p in stale: p.unlink()
+    return sorted(p.name for p in stale)
+
+class CheckpointError(ValueError): "A checkpoint file that cannot be read back or does not fit; the message names the file"
 
 def load_checkpoint(path, # a file written by `atomic_save` / `CheckpointCB`
                     map_location='cpu',
                    )->dict:
     "Load a checkpoint dict safely (`weights_only=True`: tensors and plain Python values only)"
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try: ck = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError: raise # missing, unreadable: the OS's own message names the file
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {type(e).__name__})") from None
+    if not isinstance(ck, dict) or 'model' not in ck:
+        raise CheckpointError(f"{path}: not a cdatlib checkpoint (no 'model' entry)")
+    return ck
+
+# %% ../nbs/08_learner.ipynb #15cea4e8
+class RunLockError(RuntimeError): "Another process holds the lock of a run folder"
+
+class RunLock:
+    "Exclusive lock on a run folder (`flock` on `folder/.lock`), released on exit or when the holding process dies"
+    def __init__(self,
+                 folder, # the run folder (created if missing)
+                 name:str='.lock', # the lock file in it
+                 blocking:bool=False, # wait for the holder; default: fail at once with `RunLockError`
+                ): self.path, self.blocking, self.fd = Path(folder)/name, blocking, None
+    def acquire(self):
+        if fcntl is None or self.fd is not None: return self
+        blocking = self.blocking
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, file_mode())
+            try: fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                os.close(fd)
+                raise RunLockError(f"{self.path.parent}: another process is training into this folder (it holds "
+                                   f"{self.path}); wait for it to finish, or use another --run-name") from None
+            # the holder may have deleted the file between our open and our lock: then lock the new file
+            try: same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError: same = False
+            if same: self.fd = fd; return self
+            os.close(fd)
+    def release(self):
+        if self.fd is None: return
+        with contextlib.suppress(OSError): os.unlink(self.path)
+        os.close(self.fd); self.fd = None
+    def __enter__(self): return self.acquire()
+    def __exit__(self, *exc): self.release()
 
 # %% ../nbs/08_learner.ipynb #4a4f5792
 def _plain(x):
@@ -429,6 +593,7 @@ def state_dict(self:Learner)->dict:
             'rng': get_rng_state(), 'loader_rng': {s: g.get_state() for s, g in _loader_generators(self.dls).items()},
             'history': copy.deepcopy(self.history),
             'cbs': {type(cb).__name__: cb.state_dict() for cb in self.cbs if hasattr(cb, 'state_dict')},
+            'cb_params': {k: [p.detach() for p in ps] for k, ps in self.cb_params().items()},
             'task': {'kind': self.task.kind, 'classes': tuple(self.task.classes), 'name': self.task.name},
             'config': _plain(self.config)}
 
@@ -439,6 +604,12 @@ def restore(self:Learner,
                     ):
     "Load a checkpoint dict into the model (and, with `with_opt`, everything needed to continue training)"
     self.model.load_state_dict(ck['model'])
+    for k, ps in self.cb_params().items(): # add-ons' own parameters, matched by callback and position
+        saved = ck.get('cb_params', {}).get(k)
+        if saved is None: continue
+        if [t.shape for t in saved] != [p.shape for p in ps]: raise ValueError(f"the parameters of {k} do not fit its checkpoint")
+        with torch.no_grad():
+            for p, t in zip(ps, saved): p.copy_(t)
     if not with_opt: return
     if self.opt is not None and ck.get('opt') is not None: self.opt.load_state_dict(ck['opt'])
     if self.sched is not None and ck.get('sched') is not None: self.sched.load_state_dict(ck['sched'])
@@ -448,6 +619,7 @@ def restore(self:Learner,
             cb.load_state_dict(ck['cbs'][type(cb).__name__])
     self.history = list(ck.get('history', []))
     set_rng_state(ck['rng'])
+    self.callback('after_restore') # e.g. CheckpointCB takes its in-memory copy of the best weights
     gens = _loader_generators(self.dls)
     for s, st in ck.get('loader_rng', {}).items():
         if s in gens: gens[s].set_state(st)
@@ -471,6 +643,8 @@ def is_better(value:float, # new score
     if best is None: return True
     return value > best if mode == 'max' else value < best
 
+def _copy_state(model): return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
 class CheckpointCB(Callback):
     "Save `best.pt` (validation selection metric) and `last.pt` (resume) atomically; restore the best at the end"
     order = 50
@@ -484,7 +658,8 @@ class CheckpointCB(Callback):
         self.fname, self.last, self.monitor, self.mode, self.restore_best = fname, last, monitor, mode, restore_best
     def before_fit(self, learn):
         if self.monitor is None: self.monitor, self.mode = selection_metric(learn.task)
-        self.best, self.best_epoch = None, None
+        self.best, self.best_epoch, self.best_state, self.best_is_current, self.legacy = None, None, None, False, False
+        learn.best_score, learn.best_epoch = None, None
         self.best_path = learn.path/self.fname
         self.last_path = learn.path/self.last if self.last else None
     def after_epoch(self, learn):
@@ -493,17 +668,29 @@ class CheckpointCB(Callback):
         vm = learn.metrics['valid']
         if self.monitor not in vm: raise KeyError(f"CheckpointCB: no validation metric {self.monitor!r}; have {list(vm)}")
         v = vm[self.monitor]
-        improved = is_better(v, self.best, self.mode)
-        if improved: self.best, self.best_epoch = v, learn.epoch
+        self.best_is_current = is_better(v, self.best, self.mode)
+        if self.best_is_current: self.best, self.best_epoch, self.best_state = v, learn.epoch, _copy_state(learn.model)
         learn.best_score, learn.best_epoch = self.best, self.best_epoch
         ck = learn.state_dict()
-        if improved: atomic_save(ck, self.best_path)
+        if self.best_is_current: atomic_save(ck, self.best_path)
         if self.last_path is not None: atomic_save(ck, self.last_path)
+    def after_restore(self, learn):
+        learn.best_score, learn.best_epoch = self.best, self.best_epoch
+        if self.best_state is not None or self.best_epoch is None: return
+        if self.legacy and self.best_path.exists(): # a checkpoint of an older cdatlib: the best weights are in best.pt
+            ck = load_checkpoint(self.best_path)
+            if ck.get('epoch') == self.best_epoch: self.best_state = ck['model']; return
+        self.best_state = _copy_state(learn.model) # left out of the checkpoint because they were its own weights
     def after_fit(self, learn):
-        if self.restore_best and self.best_epoch is not None: learn.load_checkpoint(self.best_path)
-    def state_dict(self): return {'best': self.best, 'best_epoch': self.best_epoch}
+        learn.best_score, learn.best_epoch = self.best, self.best_epoch
+        # from memory, not from best.pt: whatever happened to the file since, this run's best weights come back
+        if self.restore_best and self.best_state is not None: learn.model.load_state_dict(self.best_state)
+    def state_dict(self):
+        return {'best': self.best, 'best_epoch': self.best_epoch,
+                'best_model': None if self.best_is_current else self.best_state}
     def load_state_dict(self, sd):
-        self.best, self.best_epoch = sd['best'], sd['best_epoch']
+        self.best, self.best_epoch, self.best_state = sd['best'], sd['best_epoch'], sd.get('best_model')
+        self.best_is_current, self.legacy = self.best_state is None, 'best_model' not in sd
 
 # %% ../nbs/08_learner.ipynb #a91a213e
 @patch
@@ -515,6 +702,34 @@ def evaluate(self:Learner,
     if not any(isinstance(cb, MetricsCB) for cb in self.cbs): raise ValueError("evaluate needs a MetricsCB")
     self._run(name, None if isinstance(split, str) else split)
     return dict(self.metrics[name])
+
+# %% ../nbs/08_learner.ipynb #7aa1510d
+def _call_model(model, batch, drop):
+    "`model(batch)`, or with `drop=` (older models named the argument `mask=`)"
+    if not drop: return model(batch)
+    import inspect
+    params = inspect.signature(model.forward).parameters
+    return model(batch, mask=drop) if 'drop' not in params and 'mask' in params else model(batch, drop=drop)
+
+@patch
+def get_preds(self:Learner,
+              split='valid', # a split name of `dls`, or a loader
+              drop=(), # modalities to drop, passed as `model(batch, drop=drop)`
+             )->tuple:
+    "(predictions, targets, sample ids) of the current model on `split`, in eval mode and without gradients"
+    dl = self.dls[split] if isinstance(split, str) else split
+    was_training, device = self.model.training, self.device
+    preds, ys, idx = [], [], []
+    self.model.eval()
+    try:
+        with torch.no_grad():
+            for b in dl:
+                b = to_device(b, device)
+                preds.append(self.task.predict(_call_model(self.model, b, drop).logits).float().cpu())
+                ys.append(b['y'].float().cpu()); idx.append(b['index'].cpu())
+    finally: self.model.train(was_training)
+    ids = dl.dataset.ids
+    return torch.cat(preds), torch.cat(ys), [ids[i] for i in torch.cat(idx).tolist()]
 
 # %% ../nbs/08_learner.ipynb #e68e5404
 class EarlyStoppingCB(Callback):
@@ -544,15 +759,10 @@ class EarlyStoppingCB(Callback):
 
 # %% ../nbs/08_learner.ipynb #b564affe
 class CSVLoggerCB(Callback):
-    "Write `learn.history` (one row per epoch) to a CSV file in `learn.path` after every epoch"
+    "Write `learn.history` (one row per epoch) to a CSV file in `learn.path` after every epoch, atomically"
     order = 30
     def __init__(self, fname:str='log.csv'): self.fname = fname
-    def after_epoch(self, learn):
-        path = learn.path/self.fname
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-        with os.fdopen(fd, 'w', newline='') as f: pd.DataFrame(learn.history).to_csv(f, index=False)
-        os.replace(tmp, path)
+    def after_epoch(self, learn): atomic_write(learn.path/self.fname, pd.DataFrame(learn.history).to_csv(index=False))
 
 # %% ../nbs/08_learner.ipynb #de48e0cf
 class DeviceLoader:
@@ -658,3 +868,19 @@ def fit_seeds(make_learner, # `make_learner(seed) -> Learner`, called right afte
         for s in splits: row.update({f'{s}_{k}': v for k, v in learn.evaluate(s).items()})
         rows.append(row)
     return pd.DataFrame(rows), mean_std_frame(rows)
+
+# %% ../nbs/08_learner.ipynb #2eb6525b
+class L2Penalty(Callback):
+    "Toy add-on: `weight * sum_m (exp(s_m) * mean(h_m^2) - s_m)` with a learnable log-scale `s_m` per modality"
+    order = LOSS_TERM_ORDER
+    def __init__(self,
+                 weight:float=1e-3, # weight of the whole term
+                 name:str='l2', # name of the loss term (logged as loss_<name>)
+                ):
+        self.weight, self.name = weight, name
+        self.log_scale = nn.Parameter(torch.zeros(3)) # one per modality, in the order of `out.h`
+    def after_loss(self, learn):
+        h = getattr(learn.out, 'h', None)
+        if not h: return
+        terms = [s.exp() * v.float().pow(2).mean() - s for s, v in zip(self.log_scale, h.values())]
+        learn.add_loss(self.name, self.weight * sum(terms))

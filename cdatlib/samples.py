@@ -11,25 +11,20 @@ from pathlib import Path
 import numpy as np
 import h5py
 import torch
-from .dataset import MODALITIES
-from .formats import safe_pickle_load, safe_torch_load
+from .dataset import EMOTIONS, IEMOCAP_CLASSES, MODALITIES, SPLITS
+from .formats import safe_pickle_load, safe_torch_load, write_csd
 
 # %% auto #0
-__all__ = ['EMOTIONS', 'IEMOCAP_CLASSES', 'SPLITS', 'EMO_PREVALENCE', 'VOCAB', 'ADJ', 'SENT_GAINS', 'EMO_GAINS', 'IEMO_GAINS',
-           'MOSI_DIMS', 'MOSEI_DIMS', 'MOSI_SIZES', 'MOSEI_SIZES', 'IEMOCAP_SIZES', 'TAILOR_SIZES', 'TAILOR_TGT_VOCAB',
-           'SDK_VIDEOS', 'SDK_FILES', 'SDK_STEP', 'CSD_METADATA_KEYS', 'SAMPLE_FILES', 'sentiment_latent',
-           'emotion_latent', 'iemocap_latent', 'make_projections', 'render_sequences', 'add_audio_nonfinite',
-           'pick_misaligned', 'apply_misaligned', 'manifest_entries', 'make_sentence', 'bert_ids', 'mult_id_str',
-           'make_mult_mosi_aligned', 'make_mult_mosei_senti_unaligned', 'make_mult_iemocap_aligned', 'make_mmsa_mosi',
-           'emotions_to_tgt', 'make_tailor_mosei', 'tgt_to_multihot', 'sdk_segment_rows', 'make_sdk_mosi',
-           'write_pickle', 'write_tailor_pt', 'write_csd', 'write_samples', 'load_misaligned_manifest', 'read_sample',
-           'contents_equal']
+__all__ = ['EMO_PREVALENCE', 'VOCAB', 'ADJ', 'SENT_GAINS', 'EMO_GAINS', 'IEMO_GAINS', 'MOSI_DIMS', 'MOSEI_DIMS', 'MOSI_SIZES',
+           'MOSEI_SIZES', 'IEMOCAP_SIZES', 'TAILOR_SIZES', 'TAILOR_TGT_VOCAB', 'SDK_VIDEOS', 'SDK_FILES', 'SDK_STEP',
+           'CSD_METADATA_KEYS', 'SAMPLE_FILES', 'sentiment_latent', 'emotion_latent', 'iemocap_latent',
+           'make_projections', 'render_sequences', 'add_audio_nonfinite', 'pick_misaligned', 'apply_misaligned',
+           'manifest_entries', 'make_sentence', 'bert_ids', 'mult_id_str', 'make_mult_mosi_aligned',
+           'make_mult_mosei_senti_unaligned', 'make_mult_iemocap_aligned', 'make_mmsa_mosi', 'emotions_to_tgt',
+           'make_tailor_mosei', 'sdk_segment_rows', 'make_sdk_mosi', 'write_pickle', 'write_tailor_pt', 'write_samples',
+           'load_misaligned_manifest', 'read_sample', 'contents_equal']
 
 # %% ../nbs/03_samples.ipynb #6ea54dc9
-EMOTIONS = ('happy', 'sad', 'anger', 'surprise', 'disgust', 'fear')   # TAILOR / CSD order
-IEMOCAP_CLASSES = ('Neutral', 'Happy', 'Sad', 'Angry')                 # MulT order
-SPLITS = ('train', 'valid', 'test')
-
 def sentiment_latent(rng:np.random.Generator, # the file's random generator
                      n:int, # number of samples
                     )->tuple: # labels (n,) float32 in [-3, 3], latent z (n, 3)
@@ -223,61 +218,44 @@ def mult_id_str(idrow)->str:
     return '_'.join(f.decode('utf-8') if isinstance(f, bytes) else str(f) for f in idrow)
 
 # %% ../nbs/03_samples.ipynb #4aa590dd
-def _mult_split(feats, labels, ids):
-    return {'vision': feats['vision'], 'text': feats['text'], 'audio': feats['audio'], 'labels': labels, 'id': ids}
+def _make_mult(rng, dims, gains, sizes, latent, seq_lens, aligned, to_labels, as_bytes=False, audio_frac=0.01, nan_split=None):
+    "The MulT layout for any latent: left-padded splits, -inf audio, id rows, a misaligned subset and its manifest"
+    proj, offs = _setup(rng, dims, gains)
+    data, man = {}, {}
+    for split, n in sizes.items():
+        y, z = latent(rng, n)
+        if aligned: lens = dict.fromkeys(MODALITIES, _lengths(rng, n, seq_lens['text']))   # one length for all
+        else: lens = {m: _lengths(rng, n, seq_lens[m]) for m in MODALITIES}
+        feats = _render_all(rng, z, proj, offs, seq_lens, lens, 'left')
+        add_audio_nonfinite(rng, feats['audio'], frac=audio_frac, nan=(split == nan_split))
+        ids = _mult_ids(rng, n, as_bytes=as_bytes)
+        # aligned: a source must have the target's length, so the padding pattern stays shared; unaligned: whole rows
+        # move, padding included, so lengths need not match
+        picks = pick_misaligned(rng, y, groups=lens['text'] if aligned else None)
+        apply_misaligned(feats, picks)
+        data[split] = {'vision': feats['vision'], 'text': feats['text'], 'audio': feats['audio'],
+                       'labels': to_labels(y), 'id': ids}
+        man[split] = manifest_entries(picks, [mult_id_str(r) for r in ids])
+    return data, man
+
+def _sentiment_labels(y): return y.reshape(len(y), 1, 1)
+def _iemocap_labels(onehot): return np.stack([1 - onehot, onehot], -1).astype(np.float32)   # index 1 = present
 
 def make_mult_mosi_aligned(seed:int=0, seq_len:int=10)->tuple: # (data, manifest)
     "MulT `mosi_data.pkl` layout: aligned, left-padded, labels (N,1,1), byte ids (N,3)"
-    rng = np.random.default_rng([seed, 1])
-    proj, offs = _setup(rng, MOSI_DIMS, SENT_GAINS)
-    data, man = {}, {}
-    for split, n in MOSI_SIZES.items():
-        y, z = sentiment_latent(rng, n)
-        lens = _lengths(rng, n, seq_len)
-        feats = _render_all(rng, z, proj, offs, {m: seq_len for m in MODALITIES}, {m: lens for m in MODALITIES}, 'left')
-        add_audio_nonfinite(rng, feats['audio'])
-        ids = _mult_ids(rng, n, as_bytes=True)
-        picks = pick_misaligned(rng, y, groups=lens)
-        apply_misaligned(feats, picks)
-        data[split] = _mult_split(feats, y.reshape(n, 1, 1), ids)
-        man[split] = manifest_entries(picks, [mult_id_str(r) for r in ids])
-    return data, man
+    return _make_mult(np.random.default_rng([seed, 1]), MOSI_DIMS, SENT_GAINS, MOSI_SIZES, sentiment_latent,
+                      dict.fromkeys(MODALITIES, seq_len), True, _sentiment_labels, as_bytes=True)
 
 def make_mult_mosei_senti_unaligned(seed:int=0, seq_lens:dict=None)->tuple: # (data, manifest)
     "MulT `mosei_senti_data_noalign.pkl` layout: a different length per modality, left-padded, audio with -inf and a NaN"
-    seq_lens = seq_lens or {'text': 8, 'audio': 16, 'vision': 12}
-    rng = np.random.default_rng([seed, 2])
-    proj, offs = _setup(rng, MOSEI_DIMS, SENT_GAINS)
-    data, man = {}, {}
-    for split, n in MOSEI_SIZES.items():
-        y, z = sentiment_latent(rng, n)
-        lens = {m: _lengths(rng, n, seq_lens[m]) for m in MODALITIES}
-        feats = _render_all(rng, z, proj, offs, seq_lens, lens, 'left')
-        add_audio_nonfinite(rng, feats['audio'], frac=0.02, nan=(split == 'train'))
-        ids = _mult_ids(rng, n, as_bytes=False)
-        picks = pick_misaligned(rng, y)   # whole rows move, padding included, so lengths need not match
-        apply_misaligned(feats, picks)
-        data[split] = _mult_split(feats, y.reshape(n, 1, 1), ids)
-        man[split] = manifest_entries(picks, [mult_id_str(r) for r in ids])
-    return data, man
+    return _make_mult(np.random.default_rng([seed, 2]), MOSEI_DIMS, SENT_GAINS, MOSEI_SIZES, sentiment_latent,
+                      seq_lens or {'text': 8, 'audio': 16, 'vision': 12}, False, _sentiment_labels,
+                      audio_frac=0.02, nan_split='train')
 
 def make_mult_iemocap_aligned(seed:int=0, seq_len:int=8)->tuple: # (data, manifest)
     "MulT `iemocap_data.pkl` layout: labels (N,4,2) one-hot [absent, present] per emotion [Neutral, Happy, Sad, Angry]"
-    rng = np.random.default_rng([seed, 3])
-    proj, offs = _setup(rng, MOSEI_DIMS, IEMO_GAINS)
-    data, man = {}, {}
-    for split, n in IEMOCAP_SIZES.items():
-        onehot, z = iemocap_latent(rng, n)
-        lens = _lengths(rng, n, seq_len)
-        feats = _render_all(rng, z, proj, offs, {m: seq_len for m in MODALITIES}, {m: lens for m in MODALITIES}, 'left')
-        add_audio_nonfinite(rng, feats['audio'])
-        ids = _mult_ids(rng, n, as_bytes=False)
-        picks = pick_misaligned(rng, onehot, groups=lens)
-        apply_misaligned(feats, picks)
-        labels = np.stack([1 - onehot, onehot], -1).astype(np.float32)   # index 1 = present
-        data[split] = _mult_split(feats, labels, ids)
-        man[split] = manifest_entries(picks, [mult_id_str(r) for r in ids])
-    return data, man
+    return _make_mult(np.random.default_rng([seed, 3]), MOSEI_DIMS, IEMO_GAINS, IEMOCAP_SIZES, iemocap_latent,
+                      dict.fromkeys(MODALITIES, seq_len), True, _iemocap_labels)
 
 # %% ../nbs/03_samples.ipynb #e291fc0e
 def _annotation(y): return np.where(y < 0, 'Negative', np.where(y > 0, 'Positive', 'Neutral')).astype(object)
@@ -336,13 +314,6 @@ def make_tailor_mosei(seed:int=0, seq_len:int=8)->tuple: # (data, manifest)
         man[split] = manifest_entries(picks, [f'{split}_{i}' for i in range(n)])   # TAILOR has no ids: split_row
     data['dict'] = {'src': {'<blank>': 0, '<unk>': 1, '<s>': 2, '</s>': 3}, 'tgt': dict(TAILOR_TGT_VOCAB)}
     return data, man
-
-def tgt_to_multihot(tgt:list)->np.ndarray: # (N, 6) float32
-    "Decode TAILOR targets: drop <s> and </s>, map ids 4..9 to the 6 emotions"
-    y = np.zeros((len(tgt), 6), dtype=np.float32)
-    for i, seq in enumerate(tgt):
-        for tok in seq[1:-1]: y[i, tok - 4] = 1
-    return y
 
 # %% ../nbs/03_samples.ipynb #f1201dcb
 SDK_VIDEOS = {'train': 14, 'valid': 4, 'test': 6}
@@ -411,22 +382,12 @@ def write_tailor_pt(obj, path):
     "`torch.save` with pickle protocol 2, the protocol `torch.load(weights_only=True)` reads"
     torch.save(obj, path, pickle_protocol=2)
 
-def _h5_group(parent, name):
-    "Create a group without modification times, so the bytes do not depend on when the file was written"
-    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE); gcpl.set_obj_track_times(False)
-    return h5py.Group(h5py.h5g.create(parent.id, name.encode('utf-8'), gcpl=gcpl))
-
 CSD_METADATA_KEYS = ('alignment compatible', 'computational sequence description', 'computational sequence version',
                      'contact', 'creator', 'dataset bib citation', 'dataset name', 'dataset version', 'dimension names',
                      'featureset bib citation', 'md5', 'root name', 'uuid')
 
-def write_csd(path, # output .csd
-              root:str, # the root group name, e.g. 'Opinion Segment Labels'
-              data:dict, # {video_id: (features (n, d), intervals (n, 2))}
-              dimension_names:list=None, # d names; default '<root> i'
-              description:str='', # computational sequence description
-              seed:int=0):
-    "Write a CMU-MultimodalSDK computational sequence: /<root>/data/<video>/{features,intervals}, /<root>/metadata/<key>"
+def _csd_metadata(root:str, data:dict, dimension_names:list=None, description:str='', seed:int=0)->dict:
+    "The metadata of a synthetic csd: the keys of the real MOSI label file, in `CSD_METADATA_KEYS` order"
     d = next(iter(data.values()))[0].shape[1]
     meta = {'alignment compatible': True, 'computational sequence description': description,
             'computational sequence version': '1.0', 'contact': 'synthetic sample (cdatlib), no contact',
@@ -435,14 +396,7 @@ def write_csd(path, # output .csd
             'dimension names': dimension_names or [f'{root} {i}' for i in range(d)],
             'featureset bib citation': 'synthetic: no real data', 'md5': None, 'root name': root,
             'uuid': f'00000000-0000-4000-8000-{seed:04d}{sum(root.encode()):08d}'}
-    with h5py.File(path, 'w') as f:
-        r = _h5_group(f, root); g = _h5_group(r, 'data'); md = _h5_group(r, 'metadata')
-        for v in sorted(data):
-            vg = _h5_group(g, v)
-            for key, arr in zip(('features', 'intervals'), data[v]):
-                vg.create_dataset(key, data=arr, chunks=arr.shape, compression='gzip', compression_opts=9, track_times=False)
-        for k in CSD_METADATA_KEYS:
-            md.create_dataset(k, (1,), dtype=h5py.string_dtype('utf-8'), data=[json.dumps(meta[k])], track_times=False)
+    return {k: meta[k] for k in CSD_METADATA_KEYS}
 
 # %% ../nbs/03_samples.ipynb #1c936290
 SAMPLE_FILES = {'mult_mosi_aligned.pkl': make_mult_mosi_aligned,
@@ -466,7 +420,7 @@ def write_samples(out_dir='data_samples', # where to write (created if missing)
     sdk = out / 'sdk_mosi'; sdk.mkdir(exist_ok=True)
     for kind, (fname, root, dimnames) in SDK_FILES.items():
         desc = 'Synthetic sentiment scores' if kind == 'labels' else f'Synthetic {kind} features'
-        write_csd(sdk / fname, root, csd[kind], dimnames, desc, seed)
+        write_csd(sdk / fname, root, csd[kind], _csd_metadata(root, csd[kind], dimnames, desc, seed), compress=True)
         paths[f'sdk_mosi/{fname}'] = sdk / fname
     with open(sdk / 'folds.json', 'w') as f: json.dump(folds, f, indent=0)   # the layout of mosi_std_folds.json
     paths['sdk_mosi/folds.json'] = sdk / 'folds.json'

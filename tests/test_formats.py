@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from cdatlib.dataset import MODALITIES, MultimodalData
-from cdatlib.formats import (DatasetFormatError, IEMOCAP_CLASSES, TAILOR_EMOTIONS, decode_tailor_targets,
+from cdatlib.dataset import EMOTIONS, IEMOCAP_CLASSES, MODALITIES, MultimodalData
+from cdatlib.formats import (DatasetFormatError, decode_tailor_targets,
                              describe_csd, load_dataset, load_mmsa_pickle, load_mult_pickle, load_sdk_csd,
                              load_tailor_pt, load_utterance_npz, read_csd, read_folds, safe_pickle_load,
                              safe_torch_load, sniff_layout, write_csd)
@@ -276,7 +276,7 @@ def test_mmsa_fixture(tmp_path):
 def test_tailor_fixture(tmp_path):
     torch.save(tailor_dict(), tmp_path/'tv.pt')
     data = load_tailor_pt(tmp_path/'tv.pt')
-    assert data.task.kind == 'multilabel' and data.task.classes == TAILOR_EMOTIONS
+    assert data.task.kind == 'multilabel' and data.task.classes == EMOTIONS
     np.testing.assert_array_equal(data.train.labels.numpy(), [[1, 0, 0, 0, 0, 0], [0] * 6, [0, 1, 0, 0, 0, 1], [0, 0, 1, 0, 0, 0]])
     assert all(mk.all() for mk in data.train.masks.values())
     dropped = load_tailor_pt(tmp_path/'tv.pt', drop_empty=True)
@@ -441,11 +441,12 @@ def test_sample_mmsa(name):
 def test_sample_tailor():
     p = sample('tailor_mosei_aligned.pt')
     d = _check_common(load_dataset(p), 'tailor', 'multilabel')
-    assert d.task.classes == TAILOR_EMOTIONS
+    assert d.task.classes == EMOTIONS
     assert (d.train.labels.sum(1) == 0).any()  # zero-emotion samples kept by default
     dd = load_tailor_pt(p, drop_empty=True)
     assert (dd.train.labels.sum(1) > 0).all()
     assert len(dd.train) + dd.report['dropped_empty']['train'] == len(d.train)
+    assert [len(dd.valid), len(dd.test)] == [len(d.valid), len(d.test)]  # valid/test stay whole
 
 def test_sample_sdk():
     f = sample('sdk_mosi')
@@ -474,3 +475,46 @@ def test_samples_misaligned_ids_match():
                     assert data[split].ids[r['index']] == r['id'], (fname, split, r)
                     checked += 1
     assert checked > 0
+
+# ---------------------------------------------------------------- issue 8: drop_empty on train only; one list of layout names
+def test_tailor_drop_empty_train_only(tmp_path):
+    torch.save(tailor_dict(), tmp_path/'tv.pt')  # every split has an empty target [2, 3] at row 1
+    whole, dropped = load_tailor_pt(tmp_path/'tv.pt'), load_tailor_pt(tmp_path/'tv.pt', drop_empty=True)
+    assert [len(dropped[s]) for s in ('valid', 'test')] == [len(whole[s]) for s in ('valid', 'test')] == [3, 3]
+    assert (dropped.valid.labels.sum(1) == 0).any() and (dropped.test.labels.sum(1) == 0).any()
+    assert len(dropped.train) == 3 and dropped.report['dropped_empty'] == {'train': 1, 'valid': 0, 'test': 0}
+
+def _utterance_npz(path, n=12):
+    rng = np.random.default_rng(0)
+    np.savez(path, segment_id=np.array([f'vid{i // 3}_{i % 3 + 1}' for i in range(n)]), text=rng.normal(size=(n, 5)),
+             audio=rng.normal(size=(n, 3)), vision=rng.normal(size=(n, 4)), sentiment=np.linspace(-3, 3, n),
+             std_split=np.array(['train'] * 6 + ['valid'] * 3 + ['test'] * 3))
+    return path
+
+def test_layout_names_and_npz_alias(tmp_path):
+    from cdatlib.formats import LAYOUTS, LAYOUT_ALIASES, layout_name
+    assert LAYOUTS == ('mult', 'mmsa', 'tailor', 'sdk', 'utterance') and LAYOUT_ALIASES == {'npz': 'utterance'}
+    p = _utterance_npz(tmp_path/'u.npz')
+    a, b = load_dataset(p, layout='npz'), load_dataset(p, layout='utterance')
+    assert a.layout == b.layout == 'utterance' and len(a.train) == len(b.train) == 6
+    assert [layout_name(x) for x in LAYOUTS] == list(LAYOUTS) and layout_name('npz') == 'utterance'
+    msg = _err(load_dataset, p, layout='csv', field='layout')
+    assert 'npz=utterance' in msg and 'mmsa' in msg
+
+# ---------------------------------------------------------------- issue 7: the data report's warnings and problems
+def test_data_report_warnings_and_problems(tmp_path):
+    d = mult_dict()
+    d['test']['id'] = d['train']['id'][:3]  # test ids that are train ids
+    data = load_mult_pickle(dump(d, tmp_path/'mosi_data.pkl'))
+    w = data.warnings()
+    assert any(x.startswith('test.id: 3 of its ids are also train ids') for x in w), w
+    assert any(x.startswith('train.audio: 1 non-finite') for x in w), w
+    assert data.problems() == []
+    d = mult_dict(); d['valid']['labels'] = d['valid']['labels'] * 1e30
+    d['train']['vision'][:] = np.nan
+    bad = load_mult_pickle(dump(d, tmp_path/'mosi_data.pkl'), mask_mode='ones')
+    p = bad.problems()
+    assert any(x.startswith('valid.labels: sentiment in') and 'outside' in x for x in p), p
+    assert 'train.vision: every value was NaN or inf and became 0' in p
+    text = bad.describe()
+    assert all(f'problem: {x}' in text for x in p) and all(f'warning: {x}' in text for x in bad.warnings())

@@ -36,8 +36,8 @@ SCRIPT = textwrap.dedent('''
             self.enc = nn.ModuleDict({m: nn.Linear(d, 8) for m, d in dims.items()})
             self.drop = nn.Dropout(0.3) # uses the RNG during training: resuming must restore it
             self.head = nn.Linear(24, n_outputs)
-        def forward(self, batch, mask=()):
-            h = {m: self.mask_repr(m, torch.relu(self.enc[m](batch[m].mean(1))), mask) for m in self.enc}
+        def forward(self, batch, drop=()):
+            h = {m: torch.relu(self.enc[m](batch[m].mean(1))) * (m not in drop) for m in self.enc}
             z = self.drop(torch.cat(list(h.values()), -1))
             return FusionOutput(h=h, z=z, logits=self.head(z), aux_losses={'l2': 1e-3 * z.pow(2).mean()})
 

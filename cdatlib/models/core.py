@@ -12,7 +12,7 @@ from torch import nn
 from ..dataset import MODALITIES
 
 # %% auto #0
-__all__ = ['FusionOutput', 'check_mask', 'FusionModel', 'count_parameters']
+__all__ = ['FusionOutput', 'check_drop', 'FusionModel', 'repeat_parts', 'drop_each_modality', 'count_parameters']
 
 # %% ../../nbs/06_fusion.ipynb #ab03dcfd
 @dataclass
@@ -22,22 +22,24 @@ class FusionOutput:
     z:torch.Tensor # (B, Dz) fused representation
     logits:torch.Tensor # (B, n_outputs) raw scores, before sigmoid
     aux_losses:dict=field(default_factory=dict) # {'name': scalar Tensor}, each already weighted
-
-    @property
-    def aux_loss(self):
-        "Sum of the auxiliary losses (0 when there are none)"
-        return sum(self.aux_losses.values()) if self.aux_losses else self.logits.new_zeros(())
+    parts:dict=None # the output of the model's `encode`, to call `model.fuse(out.parts, drop)` again
+    h_masks:dict=None # {modality: (B, L) bool} real steps of sequence-valued h; None when h are vectors
 
 # %% ../../nbs/06_fusion.ipynb #24960f40
-def check_mask(mask)->tuple:
-    "Validate a `mask` argument: a modality name or an iterable of them, returned as a tuple"
-    mask = (mask,) if isinstance(mask, str) else tuple(mask or ())
-    bad = [m for m in mask if m not in MODALITIES]
-    if bad: raise ValueError(f"cannot mask {bad}: modalities are {MODALITIES}")
-    return mask
+def check_drop(drop):
+    "Validate a `drop` argument: a name or names -> tuple of names; a (B, 3) per-sample tensor -> bool tensor"
+    if isinstance(drop, torch.Tensor):
+        if drop.dim() != 2 or drop.shape[1] != len(MODALITIES):
+            raise ValueError(f"a drop tensor must be (B, {len(MODALITIES)}), one column per modality {MODALITIES}; "
+                             f"got shape {tuple(drop.shape)}")
+        return drop.bool()
+    drop = (drop,) if isinstance(drop, str) else tuple(drop or ())
+    bad = [m for m in drop if m not in MODALITIES]
+    if bad: raise ValueError(f"cannot drop {bad}: modalities are {MODALITIES}")
+    return drop
 
 class FusionModel(nn.Module):
-    "Base of every fusion model: built from feature sizes and output count, called as `model(batch, mask=())`"
+    "Base of every fusion model: `encode` -> parts, `fuse(parts, drop)` -> FusionOutput, `aux_losses`; `model(batch, drop=())`"
     def __init__(self,
                  dims:dict, # feature size of each modality, {'text': dt, 'audio': da, 'vision': dv}
                  n_outputs:int, # logits to produce (`Task.n_outputs`)
@@ -49,11 +51,14 @@ class FusionModel(nn.Module):
 
     def mask_repr(self,
                   name:str, # the modality this representation belongs to
-                  x:torch.Tensor, # its representation at the model's masking point
-                  mask:tuple, # modalities to mask in this forward pass
+                  x:torch.Tensor, # its representation at the model's masking point, (B, ...)
+                  drop, # output of `check_drop`: names, or a (B, 3) bool tensor
                  )->torch.Tensor:
-        "Zeros shaped like `x` if `name` is masked, else `x` unchanged"
-        return torch.zeros_like(x) if name in mask else x
+        "`x` with the representation zeroed where `name` is dropped (whole batch, or per sample)"
+        if not isinstance(drop, torch.Tensor): return torch.zeros_like(x) if name in drop else x
+        if len(drop) != len(x): raise ValueError(f"drop tensor has {len(drop)} rows but the batch has {len(x)} samples")
+        rows = drop[:, MODALITIES.index(name)].to(x.device)
+        return x.masked_fill(rows.view(-1, *[1] * (x.dim() - 1)), 0.)
 
     @classmethod
     def data_args(cls,
@@ -63,9 +68,49 @@ class FusionModel(nn.Module):
         "Constructor arguments the model reads off the dataset besides `dims` and `n_outputs` (none by default)"
         return {}
 
-    def forward(self, batch:dict, mask=())->FusionOutput:
-        "Subclasses compute `FusionOutput` from `batch`, zeroing the modalities in `mask` at their masking point"
+    def encode(self, batch:dict)->dict:
+        "Everything before the masking point, as a dict of tensors (B first); independent of `drop`"
         raise NotImplementedError
+
+    def fuse(self, parts:dict, drop=())->FusionOutput:
+        "From the masking point to the logits, zeroing the modalities in `drop`; no auxiliary losses"
+        raise NotImplementedError
+
+    def aux_losses(self, parts:dict, out:FusionOutput, batch:dict)->dict:
+        "The model's weighted auxiliary losses {'name': scalar}; none by default"
+        return {}
+
+    def forward(self, batch:dict, drop=())->FusionOutput:
+        "encode, fuse with `drop`, then the auxiliary losses"
+        parts = self.encode(batch)
+        out = self.fuse(parts, drop)
+        if out.parts is None: out.parts = parts
+        out.aux_losses = self.aux_losses(parts, out, batch)
+        return out
+
+# %% ../../nbs/06_fusion.ipynb #9c5146a6
+def repeat_parts(parts, # the output of a model's `encode`: (nested dicts / tuples / lists of) tensors, batch first
+                 n:int, # how many copies
+                ):
+    "`parts` with every tensor repeated `n` times along the batch: rows [copy 0 | copy 1 | ...]"
+    if isinstance(parts, torch.Tensor): return parts.repeat(n, *[1] * (parts.dim() - 1)) if parts.dim() else parts
+    if isinstance(parts, dict): return {k: repeat_parts(v, n) for k, v in parts.items()}
+    if isinstance(parts, (tuple, list)): return type(parts)(repeat_parts(v, n) for v in parts)
+    return parts
+
+def _tensors(parts):
+    "Every tensor inside `parts`, depth first"
+    if isinstance(parts, torch.Tensor): yield parts
+    elif isinstance(parts, dict): yield from (t for v in parts.values() for t in _tensors(v))
+    elif isinstance(parts, (tuple, list)): yield from (t for v in parts for t in _tensors(v))
+
+def drop_each_modality(parts:dict, # the output of a model's `encode` for B samples
+                      )->tuple: # (parts for 3B samples, (3B, 3) bool drop tensor)
+    "Inputs of one `fuse` call that drops each modality in turn: rows [drop text | drop audio | drop vision]"
+    first = next((t for t in _tensors(parts) if t.dim()), None)
+    if first is None: raise ValueError("parts holds no batch-first tensor: cannot tell the batch size")
+    drop = torch.eye(len(MODALITIES), dtype=torch.bool, device=first.device).repeat_interleave(len(first), 0)
+    return repeat_parts(parts, len(MODALITIES)), drop
 
 # %% ../../nbs/06_fusion.ipynb #1b1785e2
 def count_parameters(model:nn.Module, # any module

@@ -11,8 +11,8 @@ from torch import nn
 import torch.nn.functional as F
 from ..dataset import MODALITIES
 from fastcore.basics import patch
-from ..encoders import LSTMEncoder
-from .core import FusionModel, FusionOutput, check_mask
+from ..encoders import LSTMEncoder, use_fast_dropout
+from .core import FusionModel, FusionOutput, check_drop
 
 # %% auto #0
 __all__ = ['SLSTM', 'cmd', 'diff_loss', 'recon_loss', 'MISA']
@@ -36,8 +36,9 @@ class SLSTM(nn.Module):
                 mask:torch.Tensor=None, # (B, L) bool, True = real step; None = all real
                )->torch.Tensor: # (B, 4 * hidden_dim): [layer-1 fwd, bwd, layer-2 fwd, bwd]
         out1, final1 = self.rnn1.encode(x, mask)
-        # the LayerNorm of a padding step is not zero, but rnn2 packs by the mask and never reads it
-        _, final2 = self.rnn2.encode(self.norm(out1), mask)
+        # the LayerNorm of a padding step is not zero, but rnn2 packs by the mask and never reads it;
+        # only rnn2's final state is used, so its per-step outputs are never unpacked
+        _, final2 = self.rnn2.encode(self.norm(out1), mask, outputs=False)
         return torch.cat([final1, final2], dim=-1)
 
 # %% ../../nbs/10_misa.ipynb #520c2fa7
@@ -122,6 +123,7 @@ class MISA(FusionModel):
         self.head = nn.Linear(6 * H, n_outputs) if head == 'linear' else nn.Sequential(
             nn.Linear(6 * H, 3 * H), nn.Dropout(head_dropout), act(), nn.Linear(3 * H, n_outputs))
         self.logit_dropout = nn.Dropout(logit_dropout)
+        use_fast_dropout(self)   # dropout masks by torch.rand on a CPU (05_encoders): same distribution, faster
 
 # %% ../../nbs/10_misa.ipynb #65e3654f
 @patch
@@ -141,7 +143,7 @@ def encode(self:MISA, batch:dict)->dict:
 
 # %% ../../nbs/10_misa.ipynb #87519235
 @patch
-def aux_losses(self:MISA, parts:dict)->dict:
+def aux_losses(self:MISA, parts:dict, out:FusionOutput=None, batch:dict=None)->dict:
     "MISA's weighted auxiliary losses {'diff', 'sim', 'recon'} from the output of `encode`"
     p, c = parts['private'], parts['shared']
     t, a, v = MODALITIES
@@ -154,17 +156,16 @@ def aux_losses(self:MISA, parts:dict)->dict:
 
 # %% ../../nbs/10_misa.ipynb #74a9c47a
 @patch
-def fusion_inputs(self:MISA, parts:dict, mask=())->torch.Tensor:
-    "The six vectors entering the transformer, (B, 6, H), with the shared vectors of masked modalities zeroed"
-    mask = check_mask(mask)
-    shared = [self.mask_repr(m, parts['shared'][m], mask) for m in MODALITIES]
+def fusion_inputs(self:MISA, parts:dict, drop=())->torch.Tensor:
+    "The six vectors entering the transformer, (B, 6, H), with the shared vectors of dropped modalities zeroed"
+    drop = check_drop(drop)
+    shared = [self.mask_repr(m, parts['shared'][m], drop) for m in MODALITIES]
     return torch.stack([parts['private'][m] for m in MODALITIES] + shared, dim=1)
 
 @patch
-def forward(self:MISA, batch:dict, mask=())->FusionOutput:
-    "Encode, mask the shared vectors in `mask`, fuse: h = shared vectors, z = 6H transformer output"
-    parts = self.encode(batch)
-    tokens = self.fusion_inputs(parts, mask)
+def fuse(self:MISA, parts:dict, drop=())->FusionOutput:
+    "Zero the shared vectors in `drop`, transformer over the six vectors: h = shared vectors, z = 6H output"
+    tokens = self.fusion_inputs(parts, drop)
     z = self.fusion(tokens).flatten(1)
     h = dict(zip(MODALITIES, tokens[:, 3:].unbind(1)))
-    return FusionOutput(h=h, z=z, logits=self.logit_dropout(self.head(z)), aux_losses=self.aux_losses(parts))
+    return FusionOutput(h=h, z=z, logits=self.logit_dropout(self.head(z)), parts=parts)

@@ -12,8 +12,8 @@ from torch import nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 from ..dataset import MODALITIES
-from ..encoders import FeatureTransformer, LSTMEncoder, compact_steps
-from .core import FusionModel, FusionOutput, check_mask
+from ..encoders import FeatureTransformer, LSTMEncoder, compact_steps, use_fast_dropout
+from .core import FusionModel, FusionOutput, check_drop
 
 # %% auto #0
 __all__ = ['GradReverse', 'grad_reverse', 'orthogonality_loss', 'modality_adv_loss', 'CTCAligner', 'ctc_alignment_loss',
@@ -66,11 +66,14 @@ class CTCAligner(nn.Module):
                 x:torch.Tensor, # (B, L_in, in_dim)
                 mask:torch.Tensor=None, # (B, L_in) bool real frames; None = all real
                )->tuple: # (aligned (B, out_len, in_dim), scores (B, L_in, out_len+1), frame lengths (B,))
-        if mask is None: mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-        x, _, lengths = compact_steps(x, mask)  # real frames first, so the CTC inputs are x[:, :length]
-        real = torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]
+        if mask is None or bool(mask.all()):  # every frame real: nothing to compact or to zero
+            real, lengths = None, torch.full((len(x),), x.shape[1], dtype=torch.long, device=x.device)
+        else:
+            x, _, lengths = compact_steps(x, mask)  # real frames first, so the CTC inputs are x[:, :length]
+            real = torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]
         scores = self.rnn.outputs(x, real)
-        probs = scores.softmax(-1)[..., 1:] * real.unsqueeze(-1)  # drop the blank; padding frames contribute nothing
+        probs = scores.softmax(-1)[..., 1:]  # drop the blank
+        if real is not None: probs = probs * real.unsqueeze(-1)  # padding frames contribute nothing
         return torch.bmm(probs.transpose(1, 2), x), scores, lengths
 
 # %% ../../nbs/11_tailor.ipynb #7e707d23
@@ -115,7 +118,8 @@ class CrossEncoder(nn.Module):
         if L > self.max_len: raise ValueError(f"cross-modal sequence of {L} steps > max_len {self.max_len}")
         types = torch.cat([torch.zeros_like(a_mask), torch.ones_like(b_mask)], 1).long()
         x = self.drop(self.norm(x + self.pos(torch.arange(L, device=x.device)) + self.token_type(types)))
-        key_pad = ~mask & mask.any(1, keepdim=True)  # a row with no real step attends everywhere instead of NaN
+        # a row with no real step attends everywhere instead of NaN; no padding at all: no key mask (fused kernels)
+        key_pad = None if bool(mask.all()) else ~mask & mask.any(1, keepdim=True)
         return self.encoder(x, src_key_padding_mask=key_pad), mask
 
 # %% ../../nbs/11_tailor.ipynb #1466cd10
@@ -129,9 +133,10 @@ class LabelDecoderLayer(nn.Module):
         self.norms = nn.ModuleList([nn.LayerNorm(hidden, eps=1e-12) for _ in range(3)])
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, q, memory, memory_pad):
+    def forward(self, q, memory, memory_pad, need_weights:bool=False):
+        "(updated queries, cross-attention weights averaged over heads, or None unless `need_weights`)"
         q = self.norms[0](q + self.drop(self.self_attn(q, q, q, need_weights=False)[0]))
-        att, weights = self.cross_attn(q, memory, memory, key_padding_mask=memory_pad)
+        att, weights = self.cross_attn(q, memory, memory, key_padding_mask=memory_pad, need_weights=need_weights)
         q = self.norms[1](q + self.drop(att))
         return self.norms[2](q + self.drop(self.ff(q))), weights
 
@@ -149,17 +154,17 @@ class LabelDecoder(nn.Module):
         self.labels = nn.Embedding(n_classes, hidden)
         self.norm, self.drop = nn.LayerNorm(hidden, eps=1e-12), nn.Dropout(dropout)
         self.layers = nn.ModuleList([LabelDecoderLayer(hidden, num_heads, ff_dim, dropout) for _ in range(num_layers)])
-        self.attention = None  # (B, C, S) cross-attention of the last layer, averaged over heads
 
     def forward(self,
                 memory:torch.Tensor, # (B, S, H) fused sequence
                 memory_mask:torch.Tensor, # (B, S) bool, real steps
-               )->torch.Tensor: # (B, C, H)
+                return_attention:bool=False, # also return the last layer's cross-attention (B, C, S), averaged over heads
+               ): # (B, C, H), or ((B, C, H), (B, C, S)) with return_attention
         q = self.drop(self.norm(self.labels.weight)).expand(len(memory), -1, -1)
-        pad = ~memory_mask & memory_mask.any(1, keepdim=True)
-        for layer in self.layers: q, att = layer(q, memory, pad)
-        self.attention = att.detach()  # kept for plots only
-        return q
+        pad = None if bool(memory_mask.all()) else ~memory_mask & memory_mask.any(1, keepdim=True)
+        for i, layer in enumerate(self.layers):
+            q, att = layer(q, memory, pad, need_weights=return_attention and i == len(self.layers) - 1)
+        return (q, att) if return_attention else q
 
 # %% ../../nbs/11_tailor.ipynb #d264f4cc
 class TAILOR(FusionModel):
@@ -221,6 +226,7 @@ class TAILOR(FusionModel):
         self.classifier = nn.Linear(H, 1)
         self.logit_dropout = nn.Dropout(logit_dropout)
         if not aligned: self.ctc = nn.ModuleDict({m: CTCAligner(dims[m], text_len) for m in ('audio', 'vision')})
+        use_fast_dropout(self)   # dropout masks by torch.rand on a CPU (05_encoders): same distribution, faster
 
 # %% ../../nbs/11_tailor.ipynb #6c085f14
 @patch
@@ -253,15 +259,15 @@ def encode(self:TAILOR, batch:dict)->dict:
 
 # %% ../../nbs/11_tailor.ipynb #bce04934
 @patch
-def fusion_inputs(self:TAILOR, parts:dict, mask=())->tuple:
-    "Private features and summed common features entering the cross encoders, masked modalities zeroed"
-    mask = check_mask(mask)
-    private = {m: self.mask_repr(m, parts['private'][m], mask) for m in MODALITIES}
-    common = sum(self.mask_repr(m, parts['common'][m], mask) for m in MODALITIES)
+def fusion_inputs(self:TAILOR, parts:dict, drop=())->tuple:
+    "Private features and summed common features entering the cross encoders, dropped modalities zeroed"
+    drop = check_drop(drop)
+    private = {m: self.mask_repr(m, parts['private'][m], drop) for m in MODALITIES}
+    common = sum(self.mask_repr(m, parts['common'][m], drop) for m in MODALITIES)
     return private, common
 
 @patch
-def fuse(self:TAILOR, private:dict, common:torch.Tensor, masks:dict)->tuple:
+def cross_encode(self:TAILOR, private:dict, common:torch.Tensor, masks:dict)->tuple:
     "Granularity-descent cross-modal encoder: (fused sequence (B, S, H), its mask (B, S))"
     t, a, v = MODALITIES
     common_mask = masks[t] | masks[a] | masks[v]
@@ -269,11 +275,29 @@ def fuse(self:TAILOR, private:dict, common:torch.Tensor, masks:dict)->tuple:
     vat, vat_mask = self.vat_cross(private[t], masks[t], va, va_mask)
     return self.pc_cross(vat, vat_mask, common, common_mask)
 
+@patch
+def fuse(self:TAILOR, parts:dict, drop=())->FusionOutput:
+    "Zero private+common features of dropped modalities, cross encoders, label decoder: z = decoder output (C*H)"
+    drop = check_drop(drop)
+    fused, fused_mask = self.cross_encode(*self.fusion_inputs(parts, drop), parts['masks'])
+    decoded = self.decoder(fused, fused_mask)  # (B, C, H)
+    logits = self.logit_dropout(self.classifier(decoded).squeeze(-1))
+    h = {m: self.mask_repr(m, parts['seq'][m], drop) for m in MODALITIES}
+    return FusionOutput(h=h, z=decoded.flatten(1), logits=logits, parts=parts, h_masks=dict(parts['masks']))
+
+@patch
+def label_attention(self:TAILOR, batch:dict, drop=())->torch.Tensor:
+    "(B, C, S) cross-attention of the label decoder's last layer over the fused sequence, averaged over heads"
+    parts = self.encode(batch)
+    fused, fused_mask = self.cross_encode(*self.fusion_inputs(parts, drop), parts['masks'])
+    return self.decoder(fused, fused_mask, return_attention=True)[1]
+
 # %% ../../nbs/11_tailor.ipynb #f7f9ac6a
 @patch
-def aux_losses(self:TAILOR, parts:dict, y:torch.Tensor=None)->dict:
-    "TAILOR's weighted auxiliary losses from the output of `encode` (and the labels, for the common classifier)"
+def aux_losses(self:TAILOR, parts:dict, out:FusionOutput=None, batch:dict=None)->dict:
+    "TAILOR's weighted auxiliary losses from the output of `encode` (and `batch['y']`, for the common classifier)"
     p, c, masks, w = parts['private'], parts['common'], parts['masks'], self.weights
+    y = None if batch is None else batch.get('y')
     t, a, v = MODALITIES
     d_private = {m: self.discriminator(p[m]) for m in MODALITIES}
     d_common = {m: self.discriminator(grad_reverse(c[m], self.grl_lambda)) for m in MODALITIES}
@@ -295,19 +319,6 @@ def pool_common(self:TAILOR, common:torch.Tensor, masks:dict)->torch.Tensor:
     if self.common_pool == 'first': return common[:, 0]
     real = (masks['text'] | masks['audio'] | masks['vision']).unsqueeze(-1).to(common.dtype)
     return (common * real).sum(1) / real.sum(1).clamp(min=1)
-
-# %% ../../nbs/11_tailor.ipynb #78b73e72
-@patch
-def forward(self:TAILOR, batch:dict, mask=())->FusionOutput:
-    "Encode, zero private+common features of masked modalities, fuse, decode: z = label-decoder output (C*H)"
-    mask = check_mask(mask)
-    parts = self.encode(batch)
-    private, common = self.fusion_inputs(parts, mask)
-    fused, fused_mask = self.fuse(private, common, parts['masks'])
-    decoded = self.decoder(fused, fused_mask)  # (B, C, H)
-    logits = self.logit_dropout(self.classifier(decoded).squeeze(-1))
-    h = {m: self.mask_repr(m, parts['seq'][m], mask) for m in MODALITIES}
-    return FusionOutput(h=h, z=decoded.flatten(1), logits=logits, aux_losses=self.aux_losses(parts, batch.get('y')))
 
 # %% ../../nbs/11_tailor.ipynb #2d87422c
 @patch(cls_method=True)

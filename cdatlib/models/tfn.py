@@ -12,8 +12,8 @@ import math
 import torch
 from torch import nn
 from ..dataset import MODALITIES
-from ..encoders import masked_mean, LSTMEncoder
-from .core import FusionModel, FusionOutput, count_parameters
+from ..encoders import masked_mean, LSTMEncoder, use_fast_dropout
+from .core import FusionModel, FusionOutput, check_drop, count_parameters
 
 # %% ../../nbs/09_tfn.ipynb #768bc2fc
 def tensor_fusion(*zs:torch.Tensor, # (B, d_i) vectors, in fusion order (TFN: audio, vision, text)
@@ -37,21 +37,22 @@ class MLPSubNet(nn.Module):
 
 # %% ../../nbs/09_tfn.ipynb #398819f2
 TFN_CONFIGS = {
-    # CDaT models_tfn.py: TFN(hidden=(128,32,32), text_out=64, dropouts=(0.3,)*4, post_fusion_dim=128), one post-fusion layer
+    # CDaT models_tfn.py: TFN(hidden=(128,32,32), text_out=64, dropouts=(0.3,)*4, post_fusion_dim=128), one post-fusion layer,
+    # classifier Linear -> Dropout(0.1) on the logits
     'cdat': dict(hidden={'text': 128, 'audio': 32, 'vision': 32}, out={'text': 64, 'audio': 32, 'vision': 32},
                  subnet={'text': 'lstm', 'audio': 'lstm', 'vision': 'lstm'},
                  dropout={'text': 0.3, 'audio': 0.3, 'vision': 0.3}, post_fusion_dropout=0.3,
-                 post_fusion_dim=128, post_fusion_layers=1),
+                 post_fusion_dim=128, post_fusion_layers=1, logit_dropout=0.1),
     # MMSA config MOSI: hidden (t 128, a 32, v 128), text_out 32, post_fusion 64, dropouts (a .3, v .3, t .3, pf .5)
     'mmsa_mosi': dict(hidden={'text': 128, 'audio': 32, 'vision': 128}, out={'text': 32},
                       subnet={'text': 'lstm', 'audio': 'mlp', 'vision': 'mlp'},
                       dropout={'text': 0.3, 'audio': 0.3, 'vision': 0.3}, post_fusion_dropout=0.5,
-                      post_fusion_dim=64, post_fusion_layers=2),
+                      post_fusion_dim=64, post_fusion_layers=2, logit_dropout=0.),
     # MMSA config MOSEI: hidden (t 128, a 16, v 128), text_out 128, post_fusion 16, dropouts 0.4
     'mmsa_mosei': dict(hidden={'text': 128, 'audio': 16, 'vision': 128}, out={'text': 128},
                        subnet={'text': 'lstm', 'audio': 'mlp', 'vision': 'mlp'},
                        dropout={'text': 0.4, 'audio': 0.4, 'vision': 0.4}, post_fusion_dropout=0.4,
-                       post_fusion_dim=16, post_fusion_layers=2),
+                       post_fusion_dim=16, post_fusion_layers=2, logit_dropout=0.),
 }
 
 # %% ../../nbs/09_tfn.ipynb #5c2d8e66
@@ -68,13 +69,14 @@ class TFN(FusionModel):
                  dropout:dict=None,                # sub-network dropout per modality
                  post_fusion_dropout:float=None,   # dropout on the fused tensor
                  post_fusion_dim:int=None,         # width of the post-fusion layers; z has this size
-                 post_fusion_layers:int=None):     # Linear+ReLU layers after fusion (CDaT 1, original TFN 2)
+                 post_fusion_layers:int=None,      # Linear+ReLU layers after fusion (CDaT 1, original TFN 2)
+                 logit_dropout:float=None):        # dropout on the logits (CDaT 0.1, MMSA 0)
         super().__init__(dims, n_outputs)
         cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TFN_CONFIGS[config].items()}
         for k, v in dict(hidden=hidden, out=out, subnet=subnet, dropout=dropout).items():
             if v is not None: cfg[k].update(v)
         for k, v in dict(post_fusion_dropout=post_fusion_dropout, post_fusion_dim=post_fusion_dim,
-                         post_fusion_layers=post_fusion_layers).items():
+                         post_fusion_layers=post_fusion_layers, logit_dropout=logit_dropout).items():
             if v is not None: cfg[k] = v
         self.config = cfg
         subnets, self.h_dims = {}, {}
@@ -92,8 +94,16 @@ class TFN(FusionModel):
             layers += [nn.Linear(d, cfg['post_fusion_dim']), nn.ReLU()]; d = cfg['post_fusion_dim']
         self.post_fusion = nn.Sequential(*layers)
         self.classifier = nn.Linear(d, n_outputs)
+        self.logit_dropout = nn.Dropout(cfg['logit_dropout'])
+        use_fast_dropout(self)   # dropout masks by torch.rand on a CPU (05_encoders): same distribution, faster
 
-    def forward(self, batch:dict, mask=()) -> FusionOutput:
-        h = {m: self.mask_repr(m, self.subnets[m](batch[m], batch.get(m + '_mask')), mask) for m in MODALITIES}
+    def encode(self, batch:dict) -> dict:
+        "{'h': {modality: (B, h_dim)}}: the sub-network outputs z_m, before the 1 is appended"
+        return {'h': {m: self.subnets[m](batch[m], batch.get(m + '_mask')) for m in MODALITIES}}
+
+    def fuse(self, parts:dict, drop=()) -> FusionOutput:
+        "Zero the dropped z_m, outer product, post-fusion layers, classifier (logit dropout)"
+        drop = check_drop(drop)
+        h = {m: self.mask_repr(m, parts['h'][m], drop) for m in MODALITIES}
         z = self.post_fusion(tensor_fusion(*[h[m] for m in self.FUSION_ORDER]))
-        return FusionOutput(h=h, z=z, logits=self.classifier(z), aux_losses={})
+        return FusionOutput(h=h, z=z, logits=self.logit_dropout(self.classifier(z)), parts=parts)
