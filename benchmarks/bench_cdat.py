@@ -1,7 +1,7 @@
 """Cost of CDaT on top of each fusion model: training-step time and peak memory, CDaT / baseline, side by side in one run.
 
 Usage:  python benchmarks/bench_cdat.py [--threads 1] [--budget 10] [--models NaiveFusion TFN MISA TAILOR]
-                                        [--tailor-batches 16 64] [--with-ce] [--no-official] [--official-max-tailor-batch 16]
+                                        [--tailor-batches 16 64] [--with-ce] [--split-fuse] [--no-official] [--official-max-tailor-batch 16]
                                         [--no-memory] [--device cpu|cuda] [--amp] [--wall]
 
 Batches are MOSEI-shaped (the reference size of the CDaT experiments): batch 64, 60 aligned steps, text 300, audio 74,
@@ -131,8 +131,9 @@ def bench(name, B, kinds, a, device):
         models[k] = copy.deepcopy(base)
         opts[k] = L_.adamw(L_.param_groups(models[k], 0.01), 1e-4)
         if k == 'base': cbs[k] = None
-        elif k == 'ce': cbs[k] = CDaT(alpha=1e4, confidence='ce')
-        else: cbs[k] = CDaT(alpha=1e4, confidnet=copy.deepcopy(confidnet), official_passes=(k == 'official'))
+        elif k == 'ce': cbs[k] = CDaT(alpha=1e4, confidence='ce', split_fuse=a.split_fuse)
+        else: cbs[k] = CDaT(alpha=1e4, confidnet=copy.deepcopy(confidnet), official_passes=(k == 'official'),
+                            split_fuse=a.split_fuse and k != 'official')
         if cbs[k] is not None and cbs[k].confidnet is not None: cbs[k].confidnet.to(device).eval()
     run = {k: (lambda k=k: train_step(models[k], opts[k], batch, cbs[k], a.amp)) for k in kinds}
     for k in kinds: run[k]() # warm-up
@@ -159,6 +160,7 @@ def main(argv=None):
     p.add_argument('--no-official', action='store_true', help='skip the official-semantics CDaT step')
     p.add_argument('--official-max-tailor-batch', type=int, default=16,
                    help='skip the official TAILOR step above this batch size (its memory is several times the baseline\'s; default 16)')
+    p.add_argument('--split-fuse', action='store_true', help='CDaT(split_fuse=True): three B-row fusion calls, not one 3B call')
     p.add_argument('--with-ce', action='store_true', help='also time CDaT with CE confidence (no ConfidNet)')
     p.add_argument('--no-memory', action='store_true', help='skip the peak-memory measurement')
     p.add_argument('--device', default='cpu')

@@ -13,7 +13,7 @@ MOSEI train split (CMU-SDK/MulT GloVe features): 16,326 samples x 60 steps x tex
 import argparse, copy, platform, time
 import torch
 from torch.utils.data import DataLoader
-from cdatlib.dataset import Task, MultimodalDataset
+from cdatlib.dataset import Task, MultimodalDataset, EMOTIONS
 from cdatlib.learner import DeviceLoader, to_device
 
 MOSEI = dict(n=16_326, steps=60, dims={'text': 300, 'audio': 74, 'vision': 35})
@@ -24,8 +24,8 @@ def mosei_like(n, steps, dims, seed=0):
     feats = {m: torch.randn(n, steps, d, generator=g) for m, d in dims.items()}
     lengths = torch.randint(5, steps + 1, (n,), generator=g)
     mask = torch.arange(steps)[None] >= (steps - lengths)[:, None]   # left-padded, as in MulT's files
-    y = (torch.rand(n, 6, generator=g) < 0.2).float()
-    task = Task('multilabel', ('happy', 'sad', 'anger', 'surprise', 'disgust', 'fear'), 'mosei-emotions')
+    y = (torch.rand(n, len(EMOTIONS), generator=g) < 0.2).float()
+    task = Task('multilabel', EMOTIONS, 'mosei-emotions')
     return MultimodalDataset(feats, y, task, masks={m: mask for m in dims}, split='train', source='random')
 
 def sync(device):

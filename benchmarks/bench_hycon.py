@@ -2,7 +2,7 @@
 HyCon (v1) vs HyCon-v2 (pair selection), and the HyCon add-on's step against the plain step of a small fusion model.
 
 Usage:  python benchmarks/bench_hycon.py [--sizes 16 32 64 128 256 512] [--reps 10] [--warmup 3] [--model-reps 5]
-                                          [--threads N] [--no-gpu]
+                                          [--tailor-cpu] [--threads N] [--no-gpu]
 
 Inputs: three modalities of d = 50 (the paper's size) with random values and random sentiment labels. One timed step
 is `hycon_losses(...)` + `backward()` on fresh leaf tensors; the steps compared in one table are interleaved; the table shows the median (and min-max) in milliseconds
@@ -64,7 +64,7 @@ def model_step(model, batch, task, device, addon=None):
 
 def fmt(t): return f"{t[0]:8.2f} ({t[1]:.2f}-{t[2]:.2f})"
 
-def run(device, sizes, reps, warmup, model_reps):
+def run(device, sizes, reps, warmup, model_reps, tailor=True):
     g = torch.Generator().manual_seed(0)
     print(f"\n## {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu'}), "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}")
@@ -80,6 +80,7 @@ def run(device, sizes, reps, warmup, model_reps):
     def show(model, names, times):
         for name, t in zip(names, times): print(f"| {model} | {name} | {fmt(t)} | {t[0] / times[0][0]:.2f} |")
     try:
+        if not tailor: raise ImportError('not on the CPU unless --tailor-cpu (tens of seconds per step)')
         from cdatlib.models.tailor import TAILOR
         b = batch_for(dims, B, L, emo, device, g)
         torch.manual_seed(0); tailor = TAILOR(dims, emo.n_outputs, **TAILOR.data_args({m: L for m in dims}, emo))
@@ -102,9 +103,10 @@ if __name__ == '__main__':
     ap.add_argument('--reps', type=int, default=10)
     ap.add_argument('--warmup', type=int, default=3)
     ap.add_argument('--model-reps', type=int, default=5, help='timed steps of each model row (0: no model rows)')
+    ap.add_argument('--tailor-cpu', action='store_true', help='also time TAILOR on the CPU (slow)')
     ap.add_argument('--threads', type=int, default=None)
     ap.add_argument('--no-gpu', action='store_true')
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
-    run(torch.device('cpu'), a.sizes, a.reps, a.warmup, a.model_reps)
+    run(torch.device('cpu'), a.sizes, a.reps, a.warmup, a.model_reps, a.tailor_cpu)
     if torch.cuda.is_available() and not a.no_gpu: run(torch.device('cuda'), a.sizes, a.reps, a.warmup, a.model_reps)

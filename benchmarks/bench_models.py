@@ -1,22 +1,26 @@
 """Training-step time of every fusion model, this checkout beside an older commit, measured side by side in one run.
 
-Usage:  python benchmarks/bench_models.py [--threads 1] [--budget 20] [--models TFN MISA TAILOR NaiveFusion]
-                                          [--old-commit 8b280ff] [--old-path /tmp/cdat_8b280ff] [--no-old]
+Usage:  python benchmarks/bench_models.py [--threads 1] [--clock cpu|wall] [--budget 12] [--models tfn misa ...]
+                                          [--opts fused foreach] [--full-batch] [--old-commit 8b280ff]
+                                          [--old-path /tmp/cdat_8b280ff] [--no-old]
 
-Batches are MOSEI-shaped, the reference size of the CDaT experiments: batch 64, 60 aligned steps with no padding;
-text 300 (GloVe), audio 74 (COVAREP), vision 35 (FACET); 6 emotion logits, BCE loss. Every model is built with its
-default configuration (TFN: CDaT's reference TFN; MISA and TAILOR: the sizes CDaT ran them at).
+Batches are MOSEI-shaped, the reference size of the CDaT experiments: batch 64 (TAILOR 16 unless --full-batch: one
+TAILOR step at 64 takes tens of seconds on one CPU thread), 60 aligned steps with no padding; text 300 (GloVe),
+audio 74 (COVAREP), vision 35 (FACET); 6 emotion logits, BCE loss. Every model has its default configuration (TFN:
+CDaT's reference TFN; MISA and TAILOR: the sizes CDaT ran them at).
 
 A training step is what the Learner does per batch: forward, task loss + auxiliary losses, backward, global
-gradient-norm clipping at 1.0, AdamW step (the Learner's `adamw` and `param_groups`, lr 1e-4, weight decay 0.01),
-gradients zeroed. Two child processes, one importing `cdatlib` from this checkout and one from a `git worktree` of
-the old commit (created on first use), build the same models from the same seed; the parent alternates single
-steps between them (old, new, new with `foreach=True` AdamW, in rotating order) so that background load hits all
-sides alike. The table reports medians; the ratio new / old is the number that matters on a shared machine.
+gradient-norm clipping at 1.0, AdamW step (the Learner's own `adamw` and `param_groups`, lr 1e-4, weight decay
+0.01), gradients zeroed. Two child processes, one importing `cdatlib` from this checkout and one from a `git
+worktree` of the old commit (added on first use; the main checkout is not touched), build the same models from
+the same seed; the parent alternates single steps between them (old, new, and new with AdamW(fused=True) /
+(foreach=True) as asked, in rotating order), so background load hits every side alike. Times are medians of the
+workers' CPU time by default (robust to other jobs on a shared machine; with one thread it is the step's compute
+time) or of wall time (--clock wall). The ratio new / old is what the goal is stated in.
 
 Then, for the new code only, in eval mode under no_grad: the time of `encode`, of one `fuse`, and of one batched
-`fuse` over 3B samples (each modality dropped in turn, `drop_each_modality`), as fractions of the training step.
-These bound from below what an add-on that re-fuses with modalities dropped (CDaT) can cost per step.
+`fuse` over 3B samples (each modality dropped in turn, `drop_each_modality`), as fractions of the new training
+step. These bound from below what an add-on that re-fuses with modalities dropped (CDaT) can cost per step.
 """
 import argparse, json, os, platform, statistics, subprocess, sys, time
 from pathlib import Path
@@ -24,31 +28,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 B, L = 64, 60
 DIMS = {'text': 300, 'audio': 74, 'vision': 35}
-CLASSES = ('happy', 'sad', 'anger', 'surprise', 'disgust', 'fear')
-MODEL_NAMES = ('NaiveFusion', 'TFN', 'MISA', 'TAILOR')
-MODULES = {'NaiveFusion': 'cdatlib.models.naive', 'TFN': 'cdatlib.models.tfn', 'MISA': 'cdatlib.models.misa',
-           'TAILOR': 'cdatlib.models.tailor'}
-GOALS = {'TFN': 0.94, 'TAILOR': 0.82, 'MISA': 0.78}   # step time new / 8b280ff at most (issue 8)
-SMALL_BATCH = {'TAILOR': 16}   # batch used by default where a step at 64 takes many seconds on one CPU thread
+GOALS = {'tfn': 0.94, 'tailor': 0.82, 'misa': 0.78}   # step time new / 8b280ff at most (issue 8)
+SMALL_BATCH = {'tailor': 16}   # batch used by default where a step at 64 takes many seconds on one CPU thread
 
 
 # ---------------------------------------------------------------- child process: one side of the comparison
 def worker(root:str, threads:int):
     "Serve JSON commands on stdin with `cdatlib` imported from `root`; one JSON answer per line on stdout"
     sys.path.insert(0, root)
-    import importlib, torch
+    import torch
     torch.set_num_threads(threads)
     import cdatlib
     from cdatlib.dataset import Task
+    from cdatlib.config import model_class   # the registry of the checkout under test (8b280ff has it too)
     from cdatlib import learner as L_
-    task = Task('multilabel', CLASSES, 'mosei-emotions')
+    task = None   # set by the first 'build': the parent sends this checkout's EMOTIONS to both sides
     models, opts, batches = {}, {}, {}
 
     def make_batch(n):
         g = torch.Generator().manual_seed(0)
         b = {m: torch.randn(n, L, d, generator=g) for m, d in DIMS.items()}
         b.update({f'{m}_mask': torch.ones(n, L, dtype=torch.bool) for m in DIMS})
-        b['y'] = (torch.rand(n, len(CLASSES), generator=g) > 0.7).float()
+        b['y'] = (torch.rand(n, task.n_outputs, generator=g) > 0.7).float()
         b['index'] = torch.arange(n)
         return b
 
@@ -88,9 +89,9 @@ def worker(root:str, threads:int):
         try:
             if cmd['op'] == 'clock': clock = time.process_time if cmd['clock'] == 'cpu' else time.perf_counter; ans = {}
             elif cmd['op'] == 'build':
+                task = Task('multilabel', tuple(cmd['classes']), 'mosei-emotions')
                 torch.manual_seed(0)
-                cls = getattr(importlib.import_module(MODULES[cmd['model']]), cmd['model'])
-                models[cmd['model']] = model = cls(DIMS, len(CLASSES)).train()
+                models[cmd['model']] = model = model_class(cmd['model'])(DIMS, task.n_outputs).train()
                 for kind in cmd['opts']: opts[(cmd['model'], kind)] = optimiser(model, kind)
                 batches[cmd['model']] = make_batch(cmd['batch'])
                 ans = {'params': sum(p.numel() for p in model.parameters() if p.requires_grad)}
@@ -139,7 +140,8 @@ def main(argv=None):
     p.add_argument('--budget', type=float, default=12., help='seconds of timed steps per model and side (default 12)')
     p.add_argument('--reps', type=int, default=3, help='least number of timed steps per side (default 3)')
     p.add_argument('--warmup', type=int, default=1, help='untimed steps per side first (default 1)')
-    p.add_argument('--models', nargs='*', default=list(MODEL_NAMES), choices=MODEL_NAMES)
+    p.add_argument('--models', nargs='*', default=None,
+                   help='names in the model registry, cdatlib.config.MODELS (default: all)')
     p.add_argument('--full-batch', action='store_true', help=f'batch {B} for every model (default: {SMALL_BATCH})')
     p.add_argument('--old-commit', default='8b280ff')
     p.add_argument('--old-path', type=Path, default=Path('/tmp/cdat_8b280ff'))
@@ -151,7 +153,13 @@ def main(argv=None):
                         "thread it is the step's compute time); 'wall': elapsed time (default cpu)")
     p.add_argument('--worker', help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    if a.worker: return worker(a.worker, a.threads)
+    if a.worker: return worker(a.worker, a.threads)   # before this process imports any cdatlib
+    sys.path.insert(0, str(ROOT))
+    from cdatlib.config import MODELS   # the one model registry, the `cdat` command's
+    from cdatlib.dataset import EMOTIONS
+    a.models = a.models or list(MODELS)
+    unknown = [m for m in a.models if m not in MODELS]
+    if unknown: p.error(f"--models: unknown {unknown}; choose from {list(MODELS)}")
 
     t_start = time.time()
     sides = {'new': Side('new', ROOT, a.threads)}
@@ -160,7 +168,7 @@ def main(argv=None):
     print(f"torch {sides['new'].info['torch']} | python {platform.python_version()} | "
           f"{platform.processor() or platform.machine()} | {a.threads} thread(s) per side")
     print(f"new: {sides['new'].info['cdatlib']}" + (f" | old ({a.old_commit}): {sides['old'].info['cdatlib']}" if 'old' in sides else ''))
-    print(f"MOSEI-shaped batches (B={B} unless the table says less), L={L} (no padding), dims {DIMS}, {len(CLASSES)} logits; training step = forward + "
+    print(f"MOSEI-shaped batches (B={B} unless the table says less), L={L} (no padding), dims {DIMS}, {len(EMOTIONS)} logits; training step = forward + "
           f"loss + backward + clip + AdamW; median ms of {a.clock} time, old and new steps interleaved\n")
     # (side, optimiser): 'learner' = cdatlib.learner.adamw as it is; 'foreach' / 'fused' = AdamW(foreach=True / fused=True)
     extra = [('new', k) for k in a.opts]
@@ -174,7 +182,7 @@ def main(argv=None):
         try:
             params = None
             for s in {side for side, _ in runs}:
-                params = sides[s](op='build', model=name, opts=[k for ss, k in runs if ss == s], batch=bs)['params']
+                params = sides[s](op='build', model=name, classes=EMOTIONS, opts=[k for ss, k in runs if ss == s], batch=bs)['params']
             for _ in range(a.warmup):
                 for s, k in runs: sides[s](op='step', model=name, opt=k)
             first = {r: sides[r[0]](op='step', model=name, opt=r[1])['ms'] for r in runs}

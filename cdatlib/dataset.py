@@ -214,42 +214,7 @@ def nbytes(self:MultimodalDataset)->int:
     ts = [*self.features.values(), *self.masks.values(), *self.extras.values(), self.labels]
     return sum(t.numel() * t.element_size() for t in ts)
 
-# %% ../nbs/01_dataset.ipynb #8f532370
-SENTIMENT_RANGE = (-3.0, 3.0)  # CMU-MOSI/MOSEI sentiment is annotated on a 7-point scale from -3 to +3
-
-def _data_checks(data)->tuple:
-    "(warnings, problems) of a MultimodalData: one-line strings, each naming the split and the modality or field"
-    warns, probs = [], []
-    t = data.task
-    for s in SPLITS:
-        ds = data[s]
-        if len(ds) == 0: probs.append(f"{s}: no samples"); continue
-        for m in MODALITIES:
-            x, nf = ds.features[m], ds.nonfinite.get(m, 0)
-            if x.shape[-1] == 0: probs.append(f"{s}.{m}: feature size 0 (no features were read for this modality)")
-            elif nf and nf >= x.numel(): probs.append(f"{s}.{m}: every value was NaN or inf and became 0")
-            elif not ds.masks[m].any(): probs.append(f"{s}.{m}: 0% real steps (every mask is False): the model sees only padding")
-            else:
-                if nf: warns.append(f"{s}.{m}: {nf} non-finite values (NaN/inf) replaced by 0 ({nf / x.numel():.2%} of its values)")
-                if not x.any(): warns.append(f"{s}.{m}: every feature value is 0: this modality carries no information")
-        y = ds.labels
-        if t.kind == 'regression' and tuple(t.classes) == ('sentiment',):
-            lo, hi = SENTIMENT_RANGE
-            if (y < lo - 1e-3).any() or (y > hi + 1e-3).any():
-                probs.append(f"{s}.labels: sentiment in [{y.min().item():.3g}, {y.max().item():.3g}], outside the task's "
-                             f"[{lo:g}, {hi:g}] (scaled or wrong labels?)")
-        elif t.kind != 'regression':
-            bad = (y != 0) & (y != 1)
-            if bad.any(): probs.append(f"{s}.labels: {int(bad.sum())} values are not 0 or 1 (e.g. {y[bad][0].item():.3g}); "
-                                       f"a {t.kind} task needs 0/1 labels")
-    for i, s in enumerate(SPLITS):  # the same sample in two splits makes the scores optimistic
-        for prev in SPLITS[:i]:
-            shared = set(data[s].ids) & set(data[prev].ids)
-            if shared: warns.append(f"{s}.id: {len(shared)} of its ids are also {prev} ids (e.g. {sorted(shared)[0]!r})")
-    return warns, probs
-
-
-# %% ../nbs/01_dataset.ipynb #31f5d222
+# %% ../nbs/01_dataset.ipynb #3ef1104c
 def _short_path(p):
     "`p` relative to the working directory when that is shorter (keeps printed reports free of machine paths)"
     import os
@@ -295,37 +260,85 @@ class MultimodalData:
                               num_workers=num_workers, drop_last=(s == 'train' and drop_last))
                 for s, ds in self.splits_.items()}
 
-    def warnings(self)->list:
-        "One line per thing to know before training (repaired values, all-zero modality, ids shared between splits)"
-        return _data_checks(self)[0]
 
-    def problems(self)->list:
-        "One line per thing that makes training meaningless (empty split or modality, all-NaN features, labels out of range)"
-        return _data_checks(self)[1]
+# %% ../nbs/01_dataset.ipynb #a8f89f4d
+SENTIMENT_RANGE = (-3.0, 3.0)  # CMU-MOSI/MOSEI sentiment is annotated on a 7-point scale from -3 to +3
 
-    def describe(self)->str:
-        "A plain-text summary: layout, task, split sizes, shapes, label balance and repaired values"
-        t = self.task
-        lines = [_short_path(self.path) if self.path else '(in memory)', f"  layout: {self.layout or '?'}",
-                 f"  task: {t.kind} ({t.name or 'unnamed'}), classes: {', '.join(t.classes)}"]
-        for s, ds in self.splits_.items():
-            shapes = ', '.join(f"{m} {ds.seq_lens[m]}x{ds.dims[m]}" for m in MODALITIES)
-            real = ', '.join(f"{m} {ds.masks[m].float().mean().item():.0%}" for m in MODALITIES)
-            lines.append(f"  {s:5s}: {len(ds):6d} samples | {shapes} | real steps: {real}")
-        y = self.train.labels
-        if t.kind == 'regression':
-            lines.append(f"  train labels: mean {y.mean().item():+.3f}, std {y.std().item():.3f}, "
-                         f"range [{y.min().item():+.2f}, {y.max().item():+.2f}]")
+def _split_checks(ds, task:Task, s:str)->tuple:
+    "(warnings, problems) of one split `s`: its size, each modality's values and masks, its labels"
+    warns, probs = [], []
+    if len(ds) == 0: return warns, [f"{s}: no samples"]
+    for m in MODALITIES:
+        x, nf = ds.features[m], ds.nonfinite.get(m, 0)
+        if x.shape[-1] == 0: probs.append(f"{s}.{m}: feature size 0 (no features were read for this modality)")
+        elif nf and nf >= x.numel(): probs.append(f"{s}.{m}: every value was NaN or inf and became 0")
+        elif not ds.masks[m].any(): probs.append(f"{s}.{m}: 0% real steps (every mask is False): the model sees only padding")
         else:
-            rates = ', '.join(f"{c} {r:.1%}" for c, r in zip(t.classes, y.mean(0).tolist()))
-            lines.append(f"  train positives per class: {rates}")
-            lines.append(f"  train samples with no positive class: {(y.sum(1) == 0).float().mean().item():.1%}")
-            k = self.report.get('active_per_sample', {}).get('train')
-            if k: lines.append("  train samples by number of positive classes: " + ', '.join(f"{n}: {c}" for n, c in k.items()))
-        nf = {m: sum(ds.nonfinite.get(m, 0) for ds in self) for m in MODALITIES}
-        if any(nf.values()): lines.append("  non-finite values replaced by 0: " + ', '.join(f"{m} {n}" for m, n in nf.items()))
-        warns, probs = _data_checks(self)
-        lines += [f"  problem: {p}" for p in probs] + [f"  warning: {w}" for w in warns]
-        return '\n'.join(lines)
+            if nf: warns.append(f"{s}.{m}: {nf} non-finite values (NaN/inf) replaced by 0 ({nf / x.numel():.2%} of its values)")
+            if not x.any(): warns.append(f"{s}.{m}: every feature value is 0: this modality carries no information")
+    y = ds.labels
+    if task.kind == 'regression' and tuple(task.classes) == ('sentiment',):
+        lo, hi = SENTIMENT_RANGE
+        if (y < lo - 1e-3).any() or (y > hi + 1e-3).any():
+            probs.append(f"{s}.labels: sentiment in [{y.min().item():.3g}, {y.max().item():.3g}], outside the task's "
+                         f"[{lo:g}, {hi:g}] (scaled or wrong labels?)")
+    elif task.kind != 'regression':
+        bad = (y != 0) & (y != 1)
+        if bad.any(): probs.append(f"{s}.labels: {int(bad.sum())} values are not 0 or 1 (e.g. {y[bad][0].item():.3g}); "
+                                   f"a {task.kind} task needs 0/1 labels")
+    return warns, probs
 
-    def __repr__(self): return self.describe()
+# %% ../nbs/01_dataset.ipynb #cd904ae4
+def _shared_ids(data)->list:
+    "One warning per pair of splits that share ids: the same sample in two splits makes the scores optimistic"
+    warns = []
+    for i, s in enumerate(SPLITS):
+        for prev in SPLITS[:i]:
+            shared = set(data[s].ids) & set(data[prev].ids)
+            if shared: warns.append(f"{s}.id: {len(shared)} of its ids are also {prev} ids (e.g. {sorted(shared)[0]!r})")
+    return warns
+
+def _data_checks(data)->tuple:
+    "(warnings, problems) of a MultimodalData: one-line strings, each naming the split and the modality or field"
+    found = [_split_checks(data[s], data.task, s) for s in SPLITS]
+    return [w for ws, _ in found for w in ws] + _shared_ids(data), [p for _, ps in found for p in ps]
+
+@patch
+def warnings(self:MultimodalData)->list:
+    "One line per thing to know before training (repaired values, all-zero modality, ids shared between splits)"
+    return _data_checks(self)[0]
+
+@patch
+def problems(self:MultimodalData)->list:
+    "One line per thing that makes training meaningless (empty split or modality, all-NaN features, labels out of range)"
+    return _data_checks(self)[1]
+
+# %% ../nbs/01_dataset.ipynb #e8712c0f
+@patch
+def describe(self:MultimodalData)->str:
+    "A plain-text summary: layout, task, split sizes, shapes, label balance and repaired values"
+    t = self.task
+    lines = [_short_path(self.path) if self.path else '(in memory)', f"  layout: {self.layout or '?'}",
+             f"  task: {t.kind} ({t.name or 'unnamed'}), classes: {', '.join(t.classes)}"]
+    for s, ds in self.splits_.items():
+        shapes = ', '.join(f"{m} {ds.seq_lens[m]}x{ds.dims[m]}" for m in MODALITIES)
+        real = ', '.join(f"{m} {ds.masks[m].float().mean().item():.0%}" for m in MODALITIES)
+        lines.append(f"  {s:5s}: {len(ds):6d} samples | {shapes} | real steps: {real}")
+    y = self.train.labels
+    if t.kind == 'regression':
+        lines.append(f"  train labels: mean {y.mean().item():+.3f}, std {y.std().item():.3f}, "
+                     f"range [{y.min().item():+.2f}, {y.max().item():+.2f}]")
+    else:
+        rates = ', '.join(f"{c} {r:.1%}" for c, r in zip(t.classes, y.mean(0).tolist()))
+        lines.append(f"  train positives per class: {rates}")
+        lines.append(f"  train samples with no positive class: {(y.sum(1) == 0).float().mean().item():.1%}")
+        k = self.report.get('active_per_sample', {}).get('train')
+        if k: lines.append("  train samples by number of positive classes: " + ', '.join(f"{n}: {c}" for n, c in k.items()))
+    nf = {m: sum(ds.nonfinite.get(m, 0) for ds in self) for m in MODALITIES}
+    if any(nf.values()): lines.append("  non-finite values replaced by 0: " + ', '.join(f"{m} {n}" for m, n in nf.items()))
+    warns, probs = _data_checks(self)
+    lines += [f"  problem: {p}" for p in probs] + [f"  warning: {w}" for w in warns]
+    return '\n'.join(lines)
+
+@patch
+def __repr__(self:MultimodalData): return self.describe()

@@ -518,3 +518,18 @@ def test_data_report_warnings_and_problems(tmp_path):
     assert 'train.vision: every value was NaN or inf and became 0' in p
     text = bad.describe()
     assert all(f'problem: {x}' in text for x in p) and all(f'warning: {x}' in text for x in bad.warnings())
+
+
+def test_write_csd_is_stable_and_round_trips(tmp_path):
+    data = {'v2': (np.arange(6, dtype=np.float32).reshape(3, 2), np.array([[0, 1], [1, 2], [2, 3.]])),
+            'v1': (np.ones((1, 2), np.float32), np.array([[0, 1.]]))}
+    meta = {'dimension names': ['x', 'y']}
+    for compress in (False, True):
+        a = write_csd(tmp_path/f'a{compress}.csd', 'Root', data, meta, compress=compress)
+        b = write_csd(tmp_path/f'b{compress}.csd', 'Root', dict(reversed(data.items())), meta, compress=compress)
+        assert a.read_bytes() == b.read_bytes()  # videos are written in sorted order, whatever the dict's order
+        c = read_csd(a)
+        assert sorted(c['data']) == ['v1', 'v2']
+        assert c['metadata'] == {'dimension names': ['x', 'y'], 'root name': 'Root'}
+        np.testing.assert_array_equal(c['data']['v2']['features'], data['v2'][0])
+        with h5py.File(a) as f: assert (f['Root/data/v2/features'].compression == 'gzip') == compress

@@ -1,5 +1,6 @@
 "HyCon's losses against the loop oracle (values and gradients), hand-worked values, options, and the add-on callback"
 import itertools, math
+from pathlib import Path
 import pytest
 import torch
 from torch import nn
@@ -319,3 +320,41 @@ def test_addon_on_library_models(name):
     assert len(terms) == 5 and all(torch.isfinite(v) for v in terms.values())
     sum(terms.values()).backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+# ---------------------------------------------------------------- through the command line (registered here until config.py lists them)
+
+@pytest.mark.parametrize('args', [['--model', 'hycon', '--model-arg', 'd=10', '--model-arg', 'layers=1'],
+                                  ['--model', 'naive', '--with', 'hycon', '--with-arg', 'hycon.v2=true'],
+                                  ['--model', 'hycon', '--model-arg', 'd=10', '--model-arg', 'layers=1', '--model-arg', 'v2=true',
+                                   '--data', str(Path(__file__).resolve().parents[1] / 'data_samples' / 'mult_mosi_aligned.pkl')]])
+def test_cli_trains_hycon(args, tmp_path, monkeypatch, capsys):
+    from cdatlib import config
+    from cdatlib.cli import main
+    monkeypatch.setitem(config.MODELS, 'hycon', 'cdatlib.hycon:HyConModel')
+    monkeypatch.setitem(config.ADDONS, 'hycon', 'cdatlib.hycon:HyCon')
+    monkeypatch.chdir(tmp_path)
+    rc = main(['train', *args, '--epochs', '1', '--out-dir', str(tmp_path), '--quiet'])
+    out = capsys.readouterr()
+    assert rc == 0, out.err[-2000:]
+
+@pytest.mark.parametrize('fusion', ['add', 'concat', 'tensor'])
+def test_model_contract_on_padded_sample(fusion):
+    "encode -> fuse(drop) = forward; batched per-sample drops = separate calls; on real-shaped, left-padded MOSI samples"
+    from cdatlib.formats import load_dataset
+    from cdatlib.models.core import drop_each_modality
+    data = load_dataset(Path(__file__).resolve().parents[1] / 'data_samples' / 'mmsa_mosi_aligned_50.pkl')
+    torch.manual_seed(0)
+    model = HyConModel(data.dims, data.task.n_outputs, d=10, layers=1, fusion=fusion,
+                       **HyConModel.data_args(data.train.seq_lens, data.task)).eval()
+    batch = data.train.batch(torch.arange(5))
+    with torch.no_grad():
+        parts = model.encode(batch)
+        for drop in ((), 'text', ('audio', 'vision')):
+            assert torch.equal(model.fuse(parts, drop).logits, model(batch, drop=drop).logits)
+        parts3, drop3 = drop_each_modality(parts)
+        batched = model.fuse(parts3, drop3)
+        for k, m in enumerate(MODALITIES):
+            assert torch.allclose(batched.logits[k * 5:(k + 1) * 5], model.fuse(parts, m).logits, atol=1e-5)
+    model.train()
+    out = model(batch)
+    assert all(torch.isfinite(v) for v in out.aux_losses.values()) and len(out.aux_losses) == 5

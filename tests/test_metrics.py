@@ -10,6 +10,7 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
+from cdatlib.dataset import EMOTIONS, IEMOCAP_CLASSES, Task
 from cdatlib.metrics import (binary_per_class_metrics, multilabel_metrics, selection_metric, sentiment_metrics,
                              task_metrics)
 
@@ -70,19 +71,17 @@ def test_binary_per_class_matches_mult_argmax(seed):
     y = (rng.random((30, 4)) < 0.3).astype(int)
     logits2 = torch.tensor(rng.normal(size=(30, 4, 2)))          # MulT: 8 logits viewed as [4, 2]
     prob = torch.sigmoid(logits2[..., 1] - logits2[..., 0])     # the equivalent single sigmoid
-    b = binary_per_class_metrics(y, prob, ('Neutral', 'Happy', 'Sad', 'Angry'))
-    for j, c in enumerate(('Neutral', 'Happy', 'Sad', 'Angry')):
+    b = binary_per_class_metrics(y, prob, IEMOCAP_CLASSES)
+    for j, c in enumerate(IEMOCAP_CLASSES):
         pred = logits2[:, j].argmax(-1).numpy()
         assert b[f'{c}_acc'] == pytest.approx(accuracy_score(y[:, j], pred))
         assert b[f'{c}_f1_weighted'] == pytest.approx(f1_score(y[:, j], pred, average='weighted', zero_division=0))
 
 
 def test_task_metrics_with_real_task():
-    dataset = pytest.importorskip('cdatlib.dataset')
     rng = np.random.default_rng(0)
-    cases = [(dataset.Task('multilabel', ('happy', 'sad', 'anger', 'surprise', 'disgust', 'fear')), 6),
-             (dataset.Task('regression', ('sentiment',)), 1),
-             (dataset.Task('binary_per_class', ('Neutral', 'Happy', 'Sad', 'Angry')), 4)]
+    cases = [(Task('multilabel', EMOTIONS), 6), (Task('regression', ('sentiment',)), 1),
+             (Task('binary_per_class', IEMOCAP_CLASSES), 4)]
     for task, c in cases:
         logits = torch.tensor(rng.normal(size=(16, c)), dtype=torch.float32, requires_grad=True)
         y = torch.tensor(rng.random((16, c)) < 0.4, dtype=torch.float32) if task.kind != 'regression' \

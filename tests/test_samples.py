@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from cdatlib.dataset import MODALITIES, SPLITS
 from cdatlib.samples import (write_samples, load_misaligned_manifest, sdk_segment_rows, SAMPLE_FILES, SDK_FILES,
                              CSD_METADATA_KEYS, VOCAB, TAILOR_TGT_VOCAB)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / 'data_samples'
-SPLITS = ('train', 'valid', 'test')
-MODALITIES = ('text', 'audio', 'vision')
 SDK_DIR = 'sdk_mosi'
 ALL_FILES = list(SAMPLE_FILES) + [f'{SDK_DIR}/{f}' for f, _, _ in SDK_FILES.values()] + [f'{SDK_DIR}/folds.json',
                                                                                         'misaligned.json']

@@ -84,6 +84,7 @@ def fuse_dropped(model:nn.Module, # a fusion model
                  batch:dict=None, # the batch; needed when `out` has no `parts` (or is None)
                  eval_mode:bool=True, # run the masked passes in eval mode (dropout off), then restore
                  no_grad:bool=True, # without autograd
+                 split:bool=False, # three fusion calls of B rows instead of one of 3B (can be cheaper on a CPU)
                 )->tuple: # z (3, B, Dz), logits (3, B, n_outputs); block k masks MODALITIES[k]
     "Fused vectors and logits of the three one-modality-masked inputs, from ONE batched fusion call when possible"
     grad_ctx = torch.no_grad() if no_grad else nullcontext()
@@ -91,6 +92,9 @@ def fuse_dropped(model:nn.Module, # a fusion model
         parts = getattr(out, 'parts', None) if out is not None else None
         if supports_fuse(model):
             if parts is None: parts = model.encode(batch)
+            if split:
+                outs = [model.fuse(parts, drop=m) for m in MODALITIES]
+                return torch.stack([o.z.flatten(1) for o in outs]), torch.stack([o.logits for o in outs])
             ref = out.z if out is not None else batch['y']
             B = len(ref)
             o = model.fuse(tile_parts(parts, B, len(MODALITIES)), drop=drop_blocks(B, ref.device))

@@ -115,6 +115,7 @@ class CDaT(Callback):
                  ce_target:str='full', # see `ce_confidence`
                  weights_from:str='current', # 'current': the model being trained; 'frozen': a copy taken at before_fit
                  official_passes:bool=False, # reproduce the official code's masked passes (cost and semantics)
+                 split_fuse:bool=False, # three B-row fusion calls instead of one 3B call (see `fuse_dropped`)
                  eps:float=1e-8,
                 ):
         if confidence not in ('const', 'ce', 'confidnet'): raise ValueError(f"confidence must be 'const', 'ce' or 'confidnet', got {confidence!r}")
@@ -126,6 +127,7 @@ class CDaT(Callback):
         if reduction not in ('mean', 'sum'): raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
         self.detach_teacher, self.diagonal, self.eps, self.reduction = detach_teacher, diagonal, eps, reduction
         self.ce_direction, self.ce_target, self.weights_from, self.official_passes = ce_direction, ce_target, weights_from, official_passes
+        self.split_fuse = split_fuse
         if confidnet is not None:
             for p in confidnet.parameters(): p.requires_grad_(False) # frozen: never optimised
         self.frozen, self.last = None, {}
@@ -142,13 +144,13 @@ class CDaT(Callback):
         if self.weights_from == 'frozen':
             with torch.no_grad():
                 fo = self.frozen(batch)
-                z3, l3 = fuse_dropped(self.frozen, fo, batch)
+                z3, l3 = fuse_dropped(self.frozen, fo, batch, split=self.split_fuse)
             return z3, l3, fo.logits
         if self.official_passes: # train mode, autograd on, whole model each time; the official 4th pass is unused
             model(batch)
             outs = [forward_dropped(model, batch, m) for m in MODALITIES]
             return torch.stack([o.z.flatten(1) for o in outs]), torch.stack([o.logits for o in outs]), out.logits
-        z3, l3 = fuse_dropped(model, out, batch)
+        z3, l3 = fuse_dropped(model, out, batch, split=self.split_fuse)
         return z3, l3, out.logits
 
     def weights(self, learn)->torch.Tensor: # (B, 3)

@@ -12,7 +12,7 @@ from torch import nn
 from ..dataset import MODALITIES
 
 # %% auto #0
-__all__ = ['FusionOutput', 'check_drop', 'FusionModel', 'repeat_parts', 'drop_each_modality', 'count_parameters']
+__all__ = ['FusionOutput', 'check_drop', 'FusionModel', 'toy_batch', 'repeat_parts', 'drop_each_modality', 'count_parameters']
 
 # %% ../../nbs/06_fusion.ipynb #ab03dcfd
 @dataclass
@@ -87,6 +87,28 @@ class FusionModel(nn.Module):
         if out.parts is None: out.parts = parts
         out.aux_losses = self.aux_losses(parts, out, batch)
         return out
+
+# %% ../../nbs/06_fusion.ipynb #3043d5b6
+def toy_batch(B:int=4, # samples
+              L=5, # steps per sequence: one int for every modality, or {modality: steps}
+              dims:dict=None, # {modality: feature size}; None: {'text': 6, 'audio': 3, 'vision': 4}
+              n_out:int=1, # label columns
+              binary:bool=False, # labels 0/1 (classification tasks) instead of uniform in [0, 1)
+              pad:int=2, # left-padding steps of the first sample, in every modality
+              seed:int=0, # the same seed gives the same batch
+             )->dict:
+    "A random batch in the `Batch` layout, for the demonstrations and tests of fusion models"
+    dims = dims or {'text': 6, 'audio': 3, 'vision': 4}
+    lens = dict(L) if isinstance(L, dict) else {m: L for m in dims}
+    if pad >= min(lens.values()): raise ValueError(f"toy_batch: pad={pad} must be smaller than every length {lens}")
+    g, batch = torch.Generator().manual_seed(seed), {}
+    for m, d in dims.items():
+        mask = torch.ones(B, lens[m], dtype=torch.bool)
+        mask[0, :pad] = False
+        batch[m], batch[f'{m}_mask'] = torch.randn(B, lens[m], d, generator=g) * mask.unsqueeze(-1), mask
+    y = torch.rand(B, n_out, generator=g)
+    batch['y'], batch['index'] = (y > 0.5).float() if binary else y, torch.arange(B)
+    return batch
 
 # %% ../../nbs/06_fusion.ipynb #9c5146a6
 def repeat_parts(parts, # the output of a model's `encode`: (nested dicts / tuples / lists of) tensors, batch first
