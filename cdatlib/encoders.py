@@ -6,7 +6,7 @@ Docs: https://cdatlib.github.io/cdatlib/encoders.html.md"""
 
 # %% auto #0
 __all__ = ['masked_mean', 'compact_steps', 'LSTMEncoder', 'fast_dropout', 'FastDropout', 'FastMultiheadAttention',
-           'use_fast_dropout', 'FeatureTransformer', 'default_text_model_path', 'BertTextEncoder', 'PassThrough']
+           'use_fast_dropout', 'FeatureTransformer', 'default_text_model_path', 'BertTextEncoder']
 
 # %% ../nbs/05_encoders.ipynb #93c4fb4c
 import os
@@ -267,16 +267,3 @@ class BertTextEncoder(nn.Module):
         if self.pooling == 'mean': return masked_mean(h, att.bool())
         first = att.argmax(1)                           # the first real token ([CLS] for right padding)
         return h[torch.arange(len(h), device=h.device), first]
-
-# %% ../nbs/05_encoders.ipynb #b90507f1
-class PassThrough(nn.Module):
-    "Pre-extracted features as they are: masked mean over time (pooling='mean') or the sequence zeroed at padding (None)"
-    def __init__(self, in_dim:int=None,        # feature size, reported as `out_dim`
-                 pooling:str='mean'):          # 'mean' -> (B, d); None -> (B, L, d)
-        super().__init__()
-        if pooling not in ('mean', None): raise ValueError(f"pooling must be 'mean' or None, not {pooling!r}")
-        self.out_dim, self.pooling = in_dim, pooling
-
-    def forward(self, x:Tensor, mask:Tensor=None) -> Tensor:
-        if self.pooling == 'mean': return masked_mean(x, mask)
-        return x if mask is None else x.masked_fill(~_check_mask(x, mask).unsqueeze(-1), 0.)

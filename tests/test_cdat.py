@@ -184,10 +184,13 @@ def test_confidnet_variants():
 def test_cdat_term_equals_hand_computation_and_grad_flows():
     torch.manual_seed(0)
     m = Toy().train(); b = batches(1)[0]
-    net = ConfidNet(12).eval()
+    net = ConfidNet(12)
+    with torch.no_grad(): net(torch.randn(16, 12)) # moves the BatchNorm running statistics away from their init
     cb = CDaT(alpha=100., confidnet=net)
+    net.train() # as the Learner sets a callback's modules during training: the weights must still be eval-mode ones
     pr = Probe(m, b, TASK); cb.after_loss(pr)
-    with train_mode(m, False), torch.no_grad():
+    assert net.training
+    with train_mode(m, False), train_mode(net, False), torch.no_grad():
         w = torch.stack([net(m.fuse(pr.out.parts, drop=mod).z) for mod in MODALITIES], 1)
     lam = pair_weights(w)
     want = sum(lam[:, k].mean() * pkt_loss(pr.out.h[s], pr.out.h[t].detach()) for k, (s, t) in enumerate(PAIRS))

@@ -1,5 +1,6 @@
 """MISA and TAILOR beyond the notebook demos: the BERT text path of both models, and a short training run on real
-CMU-MOSI utterance vectors (read as length-1 sequences) from ../shared/data."""
+CMU-MOSI utterance vectors (read as length-1 sequences) from the real-data folder ($CDATLIB_SHARED_DATA, else
+shared/data beside the repository; skipped when absent)."""
 import os
 from pathlib import Path
 

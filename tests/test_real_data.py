@@ -1,4 +1,4 @@
-"cdatlib.formats against the real MOSI files in ../shared/data (skipped when that folder is absent)."
+"cdatlib.formats against the real MOSI files in the real-data folder ($CDATLIB_SHARED_DATA, else shared/data beside the repository; skipped when absent)."
 import os
 from pathlib import Path
 

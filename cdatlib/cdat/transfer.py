@@ -11,7 +11,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from ..dataset import MODALITIES
-from ..learner import Callback
+from ..learner import Callback, LOSS_TERM_ORDER
 from .masking import fuse_dropped, forward_dropped, train_mode
 from .confidence import const_confidence, ce_confidence, confidnet_confidence
 
@@ -101,7 +101,7 @@ def dckt_loss(h:dict, # {modality: (B, ...)} the representations that receive PK
 # %% ../../nbs/17_cdat_transfer.ipynb #c8b1a819
 class CDaT(Callback):
     "Add alpha * L_DCKT (dynamic cross-modal PKT, Hong et al. 2024) to the training loss of any fusion model"
-    order = 40 # in after_loss: after the model's own loss, before NonFiniteLossCB (100)
+    order = LOSS_TERM_ORDER # the Learner's band for loss terms: after the model's own loss, before checkpoints and NonFiniteLossCB
     def __init__(self,
                  alpha:float=1e4, # weight of L_DCKT in the loss
                  confidence:str='confidnet', # 'const', 'ce' or 'confidnet'
@@ -142,7 +142,7 @@ class CDaT(Callback):
     def _masked(self, model, out, batch):
         "z and logits (3, B, ...) of the masked inputs, and the full logits they are compared with"
         if self.weights_from == 'frozen':
-            with torch.no_grad():
+            with torch.no_grad(), train_mode(self.frozen, False): # the Learner sets callbacks' modules to train mode
                 fo = self.frozen(batch)
                 z3, l3 = fuse_dropped(self.frozen, fo, batch, split=self.split_fuse)
             return z3, l3, fo.logits
@@ -159,7 +159,8 @@ class CDaT(Callback):
         if self.confidence == 'const': return const_confidence(len(out.z), out.z.device)
         z3, l3, full = self._masked(learn.model, out, learn.batch)
         if self.confidence == 'ce': return ce_confidence(full, l3, learn.task.kind, self.ce_direction, self.ce_target)
-        if self.official_passes: return self.confidnet(z3.flatten(0, 1)).reshape(3, -1).T # with autograd, as the code
+        if self.official_passes: # with autograd, as the official code (ConfidNet itself in eval mode)
+            with train_mode(self.confidnet, False): return self.confidnet(z3.flatten(0, 1)).reshape(3, -1).T
         return confidnet_confidence(self.confidnet, z3)
 
     def after_loss(self, learn):

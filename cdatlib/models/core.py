@@ -60,6 +60,14 @@ class FusionModel(nn.Module):
         rows = drop[:, MODALITIES.index(name)].to(x.device)
         return x.masked_fill(rows.view(-1, *[1] * (x.dim() - 1)), 0.)
 
+    def mask_reprs(self,
+                   reps:dict, # {modality: representation at the masking point}
+                   drop=(), # as for `fuse`: a name, names, or a (B, 3) bool tensor
+                  )->dict:
+        "`mask_repr` for every modality at once (in the order `MODALITIES`), after checking `drop`"
+        drop = check_drop(drop)
+        return {m: self.mask_repr(m, reps[m], drop) for m in MODALITIES}
+
     @classmethod
     def data_args(cls,
                   seq_lens:dict, # padded length of each modality (`MultimodalDataset.seq_lens`)
@@ -69,8 +77,10 @@ class FusionModel(nn.Module):
         return {}
 
     def encode(self, batch:dict)->dict:
-        "Everything before the masking point, as a dict of tensors (B first); independent of `drop`"
-        raise NotImplementedError
+        "Everything before the masking point, a dict of tensors (B first), independent of `drop`; by default {'h': each `self.encoders[m](x, mask)`}"
+        if not hasattr(self, 'encoders'):
+            raise NotImplementedError(f"{type(self).__name__}: define `encode`, or `self.encoders` (one module per modality)")
+        return {'h': {m: self.encoders[m](batch[m], batch.get(m + '_mask')) for m in MODALITIES}}
 
     def fuse(self, parts:dict, drop=())->FusionOutput:
         "From the masking point to the logits, zeroing the modalities in `drop`; no auxiliary losses"

@@ -158,8 +158,7 @@ def aux_losses(self:MISA, parts:dict, out:FusionOutput=None, batch:dict=None)->d
 @patch
 def fusion_inputs(self:MISA, parts:dict, drop=())->torch.Tensor:
     "The six vectors entering the transformer, (B, 6, H), with the shared vectors of dropped modalities zeroed"
-    drop = check_drop(drop)
-    shared = [self.mask_repr(m, parts['shared'][m], drop) for m in MODALITIES]
+    shared = list(self.mask_reprs(parts['shared'], drop).values())
     return torch.stack([parts['private'][m] for m in MODALITIES] + shared, dim=1)
 
 @patch

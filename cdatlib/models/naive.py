@@ -47,13 +47,8 @@ class NaiveFusion(FusionModel):
                                   nn.Linear(head_hidden, n_outputs))
         use_fast_dropout(self)   # dropout masks by torch.rand on a CPU (05_encoders): same distribution, faster
 
-    def encode(self, batch:dict) -> dict:
-        "{'h': {modality: (B, hidden)}}: the encodings before the masking point"
-        return {'h': {m: self.encoders[m](batch[m], batch.get(m + '_mask')) for m in MODALITIES}}
-
     def fuse(self, parts:dict, drop=()) -> FusionOutput:
         "Zero the dropped h_m, concatenate, head"
-        drop = check_drop(drop)
-        h = {m: self.mask_repr(m, parts['h'][m], drop) for m in MODALITIES}
+        h = self.mask_reprs(parts['h'], drop)
         z = torch.cat([h[m] for m in MODALITIES], dim=-1)
         return FusionOutput(h=h, z=z, logits=self.head(z), parts=parts)

@@ -261,10 +261,7 @@ def encode(self:TAILOR, batch:dict)->dict:
 @patch
 def fusion_inputs(self:TAILOR, parts:dict, drop=())->tuple:
     "Private features and summed common features entering the cross encoders, dropped modalities zeroed"
-    drop = check_drop(drop)
-    private = {m: self.mask_repr(m, parts['private'][m], drop) for m in MODALITIES}
-    common = sum(self.mask_repr(m, parts['common'][m], drop) for m in MODALITIES)
-    return private, common
+    return self.mask_reprs(parts['private'], drop), sum(self.mask_reprs(parts['common'], drop).values())
 
 @patch
 def cross_encode(self:TAILOR, private:dict, common:torch.Tensor, masks:dict)->tuple:
@@ -282,7 +279,7 @@ def fuse(self:TAILOR, parts:dict, drop=())->FusionOutput:
     fused, fused_mask = self.cross_encode(*self.fusion_inputs(parts, drop), parts['masks'])
     decoded = self.decoder(fused, fused_mask)  # (B, C, H)
     logits = self.logit_dropout(self.classifier(decoded).squeeze(-1))
-    h = {m: self.mask_repr(m, parts['seq'][m], drop) for m in MODALITIES}
+    h = self.mask_reprs(parts['seq'], drop)
     return FusionOutput(h=h, z=decoded.flatten(1), logits=logits, parts=parts, h_masks=dict(parts['masks']))
 
 @patch

@@ -87,7 +87,7 @@ class TFN(FusionModel):
                 subnets[m], self.h_dims[m] = LSTMEncoder(dims[m], hid, out_dim=o, dropout=p), o
             elif kind == 'mlp': subnets[m], self.h_dims[m] = MLPSubNet(dims[m], hid, p), hid
             else: raise ValueError(f"subnet for {m} must be 'lstm' or 'mlp', got {kind!r}")
-        self.subnets = nn.ModuleDict(subnets)
+        self.encoders = nn.ModuleDict(subnets)   # so FusionModel's `encode` applies them
         self.fusion_dim = math.prod(self.h_dims[m] + 1 for m in self.FUSION_ORDER)
         layers, d = [nn.Dropout(cfg['post_fusion_dropout'])], self.fusion_dim
         for _ in range(cfg['post_fusion_layers']):
@@ -97,13 +97,8 @@ class TFN(FusionModel):
         self.logit_dropout = nn.Dropout(cfg['logit_dropout'])
         use_fast_dropout(self)   # dropout masks by torch.rand on a CPU (05_encoders): same distribution, faster
 
-    def encode(self, batch:dict) -> dict:
-        "{'h': {modality: (B, h_dim)}}: the sub-network outputs z_m, before the 1 is appended"
-        return {'h': {m: self.subnets[m](batch[m], batch.get(m + '_mask')) for m in MODALITIES}}
-
     def fuse(self, parts:dict, drop=()) -> FusionOutput:
         "Zero the dropped z_m, outer product, post-fusion layers, classifier (logit dropout)"
-        drop = check_drop(drop)
-        h = {m: self.mask_repr(m, parts['h'][m], drop) for m in MODALITIES}
+        h = self.mask_reprs(parts['h'], drop)
         z = self.post_fusion(tensor_fusion(*[h[m] for m in self.FUSION_ORDER]))
         return FusionOutput(h=h, z=z, logits=self.logit_dropout(self.classifier(z)), parts=parts)
