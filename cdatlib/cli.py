@@ -6,13 +6,13 @@ Docs: https://cdatlib.github.io/cdatlib/cli.html.md"""
 
 # %% ../nbs/13_cli.ipynb #ec4660ff
 from __future__ import annotations
-import argparse, contextlib, dataclasses, errno, json, sys, time
+import argparse, contextlib, dataclasses, errno, io, json, sys, time
 from pathlib import Path
 import pandas as pd
 import torch
 from .config import (TrainConfig, ConfigError, validate_config, save_config, load_config, config_from_dict,
                             read_config_dict, config_diff, resolve_layout, build_model, build_addons, init_weights,
-                            MODELS, ADDONS, LAYOUTS, LAYOUT_ALIASES,
+                            MODELS, ADDONS, LAYOUTS, LAYOUT_ALIASES, METHODS, CONFIDENCES,
                             find_data_samples)
 from .formats import load_dataset, DatasetFormatError
 from .learner import (build_learner, set_seed, load_checkpoint, default_device, atomic_write, clean_stale_tmp,
@@ -20,7 +20,9 @@ from .learner import (build_learner, set_seed, load_checkpoint, default_device, 
 from .metrics import mean_std_frame, selection_metric
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'load_data', 'data_report', 'train', 'evaluate', 'make_parser', 'config_from_args', 'error_line', 'main']
+__all__ = ['RUN_FILES', 'STAGES', 'load_data', 'data_report', 'checked_data', 'train', 'evaluate', 'method_stages',
+           'analyze_masking', 'masking_table', 'save_masking_plot', 'make_parser', 'config_from_args', 'print_summary',
+           'RunFailedError', 'error_line', 'main']
 
 # %% ../nbs/13_cli.ipynb #7b5048d7
 RUN_FILES = ('config.json', 'best.pt', 'last.pt', 'log.csv', 'done.json') # what `train` writes in a seed folder
@@ -75,18 +77,23 @@ def _seed_state(cfg, seed, run_dir, resume, overwrite)->str:
                           "resume with the saved values, or start again with --overwrite")
     return 'resume'
 
-def _evaluate_weights(cfg, data, ckpt, split, run_dir)->dict:
-    "Metrics on `split` of the weights in checkpoint `ckpt`, for a model built from `cfg`"
-    if len(data[split]) == 0: raise ConfigError(f"split: the {split} split of {cfg.data_path()} is empty")
+def _trained_model(cfg, data, ckpt):
+    "A model built from `cfg` for `data`, with the weights of checkpoint `ckpt`"
     model = build_model(cfg, data)
     try: model.load_state_dict(load_checkpoint(ckpt)['model'])
     except RuntimeError as e:
         raise CheckpointError(f"{ckpt}: its weights do not fit a {cfg.model} model ({str(e).strip().splitlines()[0]})") from None
+    return model
+
+def _evaluate_weights(cfg, data, ckpt, split, run_dir)->dict:
+    "Metrics on `split` of the weights in checkpoint `ckpt`, for a model built from `cfg`"
+    if len(data[split]) == 0: raise ConfigError(f"split: the {split} split of {cfg.data_path()} is empty")
+    model = _trained_model(cfg, data, ckpt)
     learn = build_learner(model, data, batch_size=cfg.batch_size, path=run_dir, device=_device(cfg), checkpoint=False,
                           csv=None, progress=False)
     return learn.evaluate(split)
 
-def _train_seed(cfg, data, seed, run_dir, state, test, device, progress, log, warn)->dict:
+def _train_seed(cfg, data, seed, run_dir, state, test, device, progress, log, warn, cbs=())->dict:
     "Train (or finish, or just report) one seed; return its row"
     done = run_dir/'done.json'
     if state == 'overwrite':
@@ -109,7 +116,7 @@ def _train_seed(cfg, data, seed, run_dir, state, test, device, progress, log, wa
     learn = build_learner(model, data, lr=cfg.lr, wd=cfg.weight_decay, batch_size=cfg.batch_size, seed=seed,
                           warmup=cfg.warmup, clip=cfg.grad_clip or None, patience=cfg.patience or None,
                           amp=cfg.amp and device.type == 'cuda', path=run_dir, device=device, progress=progress,
-                          config={'train_config': dataclasses.asdict(cfg), 'seed': seed}, cbs=build_addons(cfg))
+                          config={'train_config': dataclasses.asdict(cfg), 'seed': seed}, cbs=build_addons(cfg) + list(cbs))
     t0 = time.time()
     try: learn.fit(cfg.epochs, resume=last if state == 'resume' and last.exists() else None)
     except NonFiniteLossError as e: raise NonFiniteLossError(f"seed {seed} ({run_dir}): {e}") from None
@@ -122,6 +129,17 @@ def _train_seed(cfg, data, seed, run_dir, state, test, device, progress, log, wa
     return row
 
 def _warn(msg): print(f"cdat: warning: {msg}", file=sys.stderr)
+
+def checked_data(cfg:TrainConfig, test:bool=False, log=print, warn=_warn)->tuple:
+    "(data, device) of a run: the data loaded, its warnings said, its problems refused (`data_report`)"
+    data = load_data(cfg)
+    warns, probs = data_report(data, test)
+    for w in warns: warn(f"{cfg.data_path()}: {w}")
+    if probs: raise ConfigError(f"data: {cfg.data_path()}: {'; '.join(probs)}")
+    device = _device(cfg)
+    log(f"data: {cfg.data_path()} ({data.layout}, {data.task.kind}: {', '.join(data.task.classes)}); "
+        f"train/valid/test {len(data.train)}/{len(data.valid)}/{len(data.test)}; device: {device}")
+    return data, device
 
 def train(cfg:TrainConfig, # what to run
           test:bool=False, # also evaluate the selected model on the test split
@@ -141,14 +159,11 @@ def train(cfg:TrainConfig, # what to run
         with contextlib.ExitStack() as locks:
             for d in dirs.values(): locks.enter_context(RunLock(d))
             states = {seed: _seed_state(cfg, seed, d, resume, overwrite) for seed, d in dirs.items()} # all checked first
-            data = load_data(cfg)
-            warns, probs = data_report(data, test)
-            for w in warns: warn(f"{cfg.data_path()}: {w}")
-            if probs: raise ConfigError(f"data: {cfg.data_path()}: {'; '.join(probs)}")
-            device = _device(cfg)
-            log(f"data: {cfg.data_path()} ({data.layout}, {data.task.kind}: {', '.join(data.task.classes)}); "
-                f"train/valid/test {len(data.train)}/{len(data.valid)}/{len(data.test)}; device: {device}")
-            rows = [_train_seed(cfg, data, s, dirs[s], states[s], test, device, progress, log, warn) for s in cfg.seeds]
+            for seed, d in dirs.items():
+                if cfg.method: _stage_states(cfg, seed, d, states[seed]) # and the folders of a method's stages
+            data, device = checked_data(cfg, test, log, warn)
+            seed_fn = _method_seed if cfg.method else _train_seed # a method's stages: see below
+            rows = [seed_fn(cfg, data, s, dirs[s], states[s], test, device, progress, log, warn) for s in cfg.seeds]
     except BaseException: # refused before anything was written: leave no empty folders behind
         for d in sorted(new_dirs, key=lambda p: -len(p.parts)):
             with contextlib.suppress(OSError): d.rmdir()
@@ -161,22 +176,179 @@ def train(cfg:TrainConfig, # what to run
     return per_seed, summary
 
 # %% ../nbs/13_cli.ipynb #57f291a7
+def _run_config(run_dir, data=None, device=None)->tuple:
+    "(TrainConfig for rebuilding the model, the saved fields as they are) of a run folder, with another data path or device"
+    run_dir = Path(run_dir)
+    saved = read_config_dict(run_dir)
+    d = {**saved, **({'data': str(data)} if data else {}), **({'device': device} if device else {})}
+    # what only training needs is left out: an evaluation must not fail because a warm-start file has moved
+    d.update(init_from='', addons={})
+    return config_from_dict(d, source=str(run_dir/'config.json')), saved
+
+def _run_checkpoints(run_dir, cfg, saved)->dict:
+    "{label: best.pt} of a run folder: the model's, or a CDaT run's baseline and CDaT stages"
+    run_dir = Path(run_dir)
+    if not cfg.method: out = {cfg.model: run_dir/'best.pt'}
+    else:
+        base = TrainConfig(init_from=saved['init_from']).init_path() if saved.get('init_from') else run_dir/'baseline'/'best.pt'
+        out = {'baseline': base, 'cdat': run_dir/'cdat'/'best.pt'}
+    for p in out.values():
+        if not p.exists(): raise ConfigError(f"{p}: no checkpoint; was this run trained?")
+    return out
+
 def evaluate(run_dir, # a seed folder written by `train` (holds config.json and best.pt)
              split:str='test', # which split to evaluate
              data:str=None, # another path to the same dataset; default: the one in config.json
              device:str=None, # another device; default: the one in config.json
             )->dict:
-    "Metrics of a trained run's selected weights on `split`"
-    run_dir = Path(run_dir)
-    d = read_config_dict(run_dir)
-    if data: d['data'] = str(data)
-    if device: d['device'] = device
-    cfg = config_from_dict(d, source=str(run_dir/'config.json'))
-    ckpt = run_dir/'best.pt'
-    if not ckpt.exists(): raise ConfigError(f"{ckpt}: no checkpoint; was this run trained?")
+    "Metrics of a trained run's selected weights on `split` (of a CDaT run: the CDaT stage's)"
+    cfg, saved = _run_config(run_dir, data, device)
+    ckpt = list(_run_checkpoints(run_dir, cfg, saved).values())[-1]
     ds = load_data(cfg)
     if split not in ds.splits: raise ConfigError(f"split: {split!r} is not one of {ds.splits}")
-    return _evaluate_weights(cfg, ds, ckpt, split, run_dir)
+    return _evaluate_weights(cfg, ds, ckpt, split, Path(run_dir))
+
+# %% ../nbs/13_cli.ipynb #e17e7abc
+STAGES = ('baseline', 'confidnet', 'cdat') # the sub-folders of a CDaT run's seed folder, in the order they run
+
+def method_stages(cfg:TrainConfig, # a configuration with `method='cdat'` (or 'cdat+hycon')
+                  seed:int,
+                  top=None, # the seed folder; default `cfg.run_dir(seed)`
+                 )->dict:
+    "{stage: (its own TrainConfig, its folder)}: the plain runs a CDaT seed is made of (no baseline with `init_from`)"
+    top = Path(top) if top is not None else cfg.run_dir(seed)
+    base = dataclasses.replace(cfg, method='', addons=cfg.stage_addons(), init_from='', seeds=[seed], cdat_epochs=0)
+    out = {}
+    if cfg.init_from: weights = cfg.init_path() # a finished baseline: stage 1 is skipped
+    else: out['baseline'], weights = (base, top/'baseline'), top/'baseline'/'best.pt'
+    cdat = dict(cfg.addons.get('cdat', {}))
+    if cfg.confidence == 'confidnet':
+        out['confidnet'] = (dataclasses.replace(base, addons={}, init_from=str(weights)), top/'confidnet')
+        cdat['confidnet'] = str(top/'confidnet'/'confidnet.pt')
+    out['cdat'] = (dataclasses.replace(base, addons={**base.addons, 'cdat': cdat}, init_from=str(weights),
+                                       epochs=cfg.cdat_epochs or cfg.epochs), top/'cdat')
+    return out
+
+def _prefixed(log, stage): return lambda msg: log(f"[{stage}] {msg}")
+
+def _confidnet_seed(cfg, data, seed, run_dir, state, device, log)->dict:
+    "Stage 2: fit ConfidNet on the frozen baseline's cached z (or reuse a finished one); return its row"
+    from cdatlib.cdat.confidence import fit_confidnet
+    from cdatlib.config import save_confidnet
+    from cdatlib.learner import dataloaders
+    done, ckpt = run_dir/'done.json', run_dir/'confidnet.pt'
+    if state == 'overwrite':
+        for f in (*RUN_FILES, ckpt.name): (run_dir/f).unlink(missing_ok=True)
+    clean_stale_tmp(run_dir)
+    if state == 'resume':
+        row, _ = _read_done(done, seed)
+        if row is not None and ckpt.exists(): log(f"seed {seed}: already finished, {run_dir}"); return row
+    else: save_config(cfg, run_dir/'config.json')
+    # nothing to continue inside this stage: it trains in seconds on the cache, and from its seed it repeats exactly
+    t0 = time.time()
+    set_seed(seed, cfg.deterministic)
+    model = init_weights(build_model(cfg, data), cfg).to(device)
+    dls = dataloaders(data, cfg.batch_size, seed=seed, device=device)
+    net, hist = fit_confidnet(model, {'train': dls['train'], 'valid': dls['valid']}, data.task, seed=seed, device=device,
+                    **cfg.confidnet_args)
+    arch = {k: v for k, v in cfg.confidnet_args.items() if k in ('n_layers', 'hidden', 'dropout', 'sigmoid')}
+    save_confidnet(net, ckpt, arch, hist)
+    atomic_write(run_dir/'log.csv', hist.to_csv(index=False))
+    row = {'seed': seed, 'best_epoch': hist.attrs.get('best_epoch'), 'valid_mse': float(hist['valid_mse'].min()),
+           'seconds': round(time.time() - t0, 2)}
+    atomic_write(done, json.dumps(row, indent=1, default=float))
+    log(f"seed {seed}: best epoch {row['best_epoch']}, valid MSE {row['valid_mse']:.4f} ({row['seconds']:.1f} s) -> {run_dir}")
+    return row
+
+def _stage_states(cfg, seed, run_dir, state, stages=STAGES)->dict:
+    "{stage: 'new' | 'overwrite' | 'resume'} for the stages of a CDaT seed whose own folder is in `state`"
+    parts = {k: v for k, v in method_stages(cfg, seed, run_dir).items() if k in stages}
+    return {k: _seed_state(c, seed, d, state == 'resume', state == 'overwrite') for k, (c, d) in parts.items()}
+
+def _method_seed(cfg, data, seed, run_dir, state, test, device, progress, log, warn, stages=STAGES)->dict:
+    "The stages of a CDaT seed, each in its own folder; returns the CDaT stage's row with the baseline's beside it"
+    done = run_dir/'done.json'
+    if state == 'resume':
+        row, _ = _read_done(done, seed)
+        if row is not None and (not test or any(k.startswith('test_') for k in row)):
+            log(f"seed {seed}: already finished, {run_dir}"); return row
+    parts = {k: v for k, v in method_stages(cfg, seed, run_dir).items() if k in stages}
+    sub = _stage_states(cfg, seed, run_dir, state, stages) # checked before anything is written
+    if state == 'overwrite':
+        for f in RUN_FILES: (run_dir/f).unlink(missing_ok=True)
+    clean_stale_tmp(run_dir)
+    if state != 'resume': save_config(cfg, run_dir/'config.json')
+    t0, row = time.time(), {'seed': seed}
+    if 'baseline' in parts:
+        c, d = parts['baseline']
+        b = _train_seed(c, data, seed, d, sub['baseline'], test, device, progress, _prefixed(log, 'baseline'), warn)
+    elif 'baseline' in stages: # `init_from` names the baseline: its numbers, for the comparison
+        c, w = dataclasses.replace(cfg, method='', addons={}, init_from=''), cfg.init_path()
+        b = {'best_epoch': None, **{f'{s}_{k}': v for s in (('valid', 'test') if test else ('valid',))
+                                    for k, v in _evaluate_weights(c, data, w, s, run_dir).items()}}
+        log(f"[baseline] seed {seed}: the weights of {w}")
+    else: b = {}
+    row.update({f'baseline_{k}': v for k, v in b.items() if k.startswith(('valid_', 'test_', 'best_epoch'))})
+    if 'confidnet' in parts:
+        c, d = parts['confidnet']
+        row['confidnet_valid_mse'] = _confidnet_seed(c, data, seed, d, sub['confidnet'], device, _prefixed(log, 'confidnet'))['valid_mse']
+    if 'cdat' in parts:
+        c, d = parts['cdat']
+        r = _train_seed(c, data, seed, d, sub['cdat'], test, device, progress, _prefixed(log, 'cdat'), warn)
+        row.update({k: v for k, v in r.items() if k not in ('seed', 'seconds')})
+    row['seconds'] = round(time.time() - t0, 2)
+    if 'cdat' in parts: atomic_write(done, json.dumps(row, indent=1, default=float))
+    return row
+
+# %% ../nbs/13_cli.ipynb #92121ee7
+def analyze_masking(run_dir, # a seed folder written by `train`
+                    split:str='valid', # the split to analyse
+                    criterion:str='jaccard', # 'jaccard' (the Jaccard index rises) or 'exact' (becomes an exact match)
+                    keep_empty:bool=False, # also count samples without a positive label (label-set tasks)
+                    data:str=None, # another path to the same dataset
+                    device:str=None, # another device
+                   )->dict:
+    "{label: MaskingReport} of a trained run's selected weights: its model's, or a CDaT run's baseline and CDaT"
+    from cdatlib.cdat.masking import masking_analysis
+    from cdatlib.learner import dataloaders
+    cfg, saved = _run_config(run_dir, data, device)
+    ckpts = _run_checkpoints(run_dir, cfg, saved)
+    ds = load_data(cfg)
+    if split not in ds.splits: raise ConfigError(f"split: {split!r} is not one of {ds.splits}")
+    if len(ds[split]) == 0: raise ConfigError(f"split: the {split} split of {cfg.data_path()} is empty")
+    dev = _device(cfg)
+    loader = dataloaders(ds, cfg.batch_size, device=dev)[split]
+    # a regression target has no label set: its 'empty' would be every negative sample
+    drop_empty = not keep_empty and ds.task.kind != 'regression'
+    return {label: masking_analysis(_trained_model(cfg, ds, p).to(dev).eval(), loader, ds.task, criterion, drop_empty)
+            for label, p in ckpts.items()}
+
+def masking_table(reports:dict)->pd.DataFrame:
+    "One column per report: 'improved/misclassified (share)' for each masked modality and for any of them"
+    cell = lambda r: f"{int(r['improved'])}/{int(r['misclassified'])} ({100 * r['share']:.1f}%)" if r['misclassified'] else '0/0'
+    t = pd.DataFrame({k: [cell(r) for _, r in rep.table.iterrows()] for k, rep in reports.items()},
+                     index=next(iter(reports.values())).table.index)
+    t.index.name = 'masked'
+    return t
+
+def _plot_path(path)->Path:
+    path = Path(path)
+    if path.suffix.lower() not in ('.png', '.pdf', '.svg'): raise ConfigError(f"plot: {path}: give a .png, .pdf or .svg file")
+    return path
+
+def save_masking_plot(reports:dict, # from `analyze_masking`
+                      path, # a .png, .pdf or .svg file
+                     )->Path:
+    "The bar plots of the reports side by side, written atomically"
+    from matplotlib.figure import Figure # no pyplot: no window, whatever the backend
+    from cdatlib.cdat.masking import plot_masking
+    path = _plot_path(path)
+    fig = Figure(figsize=(4.5 * len(reports), 3.2))
+    for ax, (label, rep) in zip(fig.subplots(1, len(reports), squeeze=False)[0], reports.items()):
+        plot_masking(rep, ax=ax, title=f"{label}: improved by masking ({rep.criterion})")
+    fig.tight_layout()
+    buf = io.BytesIO(); fig.savefig(buf, format=path.suffix[1:].lower(), dpi=120)
+    return atomic_write(path, buf.getvalue())
 
 # %% ../nbs/13_cli.ipynb #22ac2291
 def _kv(s):
@@ -190,15 +362,10 @@ class _Parser(argparse.ArgumentParser):
     "An ArgumentParser whose errors are one line and exit status 2"
     def error(self, message): raise ConfigError(message)
 
-def make_parser()->argparse.ArgumentParser:
-    "The `cdat` argument parser"
-    p = _Parser(prog='cdat', description='Train and evaluate multimodal emotion and sentiment models (cdatlib).')
-    debug = dict(action='store_true', default=argparse.SUPPRESS, help='show the full traceback of an error')
-    p.add_argument('--debug', **debug)
-    sub = p.add_subparsers(dest='command', metavar='{train,evaluate,data}', parser_class=_Parser)
-    t = sub.add_parser('train', help='train a model (defaults: Naive Fusion on the embedded sample)')
-    t.add_argument('--config', help='a JSON TrainConfig (e.g. a run\'s config.json); flags override it')
+def _run_args(t, verb='train'):
+    "The flags that describe a run: `cdat train` and `cdat tune` share them"
     d = TrainConfig()
+    t.add_argument('--config', help='a JSON TrainConfig (e.g. a run\'s config.json); flags override it')
     t.add_argument('--data', help="dataset file or folder (default: data_samples/tailor_mosei_aligned.pt)")
     aliases = ''.join(f", {a} (= {b})" for a, b in LAYOUT_ALIASES.items())
     t.add_argument('--layout', help=f"force a layout: {', '.join(LAYOUTS)}{aliases} (default: detect)")
@@ -214,22 +381,59 @@ def make_parser()->argparse.ArgumentParser:
                    help=f"attach an add-on ({', '.join(ADDONS)}); repeat for several")
     t.add_argument('--with-arg', action='append', type=_kv, default=[], metavar='NAME.KEY=VALUE',
                    help="an argument of an attached add-on, e.g. l2.weight=0.01; repeat for several")
-    t.add_argument('--init-from', metavar='RUN_DIR', help="start from the best weights of a finished run's seed folder")
+    t.add_argument('--init-from', metavar='RUN_DIR', help="start from the best weights of a finished run's seed folder "
+                   "(with --method cdat: the baseline, whose stage is then skipped)")
+    t.add_argument('--method', choices=[m for m in METHODS if m],
+                   help='train a method around --model: cdat = baseline, ConfidNet (for --confidence confidnet), CDaT fine-tuning')
+    t.add_argument('--confidence', choices=CONFIDENCES, help=f"CDaT's modality confidence (default {d.confidence})")
+    t.add_argument('--alpha', type=float, help=f"weight of CDaT's transfer loss (default {d.alpha:g})")
+    t.add_argument('--cdat-epochs', type=int, help='epochs of the CDaT fine-tuning stage (default: --epochs)')
+    t.add_argument('--confidnet-arg', action='append', type=_kv, default=[], metavar='KEY=VALUE',
+                   help='a setting of the ConfidNet stage (epochs, lr, n_layers, hidden, ...); repeat for several')
     t.add_argument('--seeds', type=int, nargs='+', help='one run per seed (default 0)')
     t.add_argument('--device', help="auto, cpu, cuda, cuda:N or mps (default auto)")
     t.add_argument('--no-amp', action='store_true', help='disable mixed precision on CUDA')
     t.add_argument('--deterministic', action='store_true', help='deterministic kernels')
     t.add_argument('--out-dir', help=f"where runs go (default {d.out_dir}/)")
-    t.add_argument('--run-name', help="run folder name (default <model>-<data stem>)")
-    t.add_argument('--test', action='store_true', help='also evaluate the selected model on the test split')
+    t.add_argument('--run-name', help="run folder name (default <model>[+<method>][+<add-on>...]-<data stem>)")
+    t.add_argument('--test', action='store_true', help='also evaluate the selected model on the test split'
+                   + (' (the best trial only, once)' if verb == 'tune' else ''))
     t.add_argument('--resume', action='store_true', help='continue interrupted seeds, skip finished ones')
     t.add_argument('--overwrite', action='store_true', help='start seeds that already hold a run again, from scratch')
     t.add_argument('--quiet', action='store_true', help='no progress bars')
+
+def make_parser()->argparse.ArgumentParser:
+    "The `cdat` argument parser"
+    p = _Parser(prog='cdat', description='Train and evaluate multimodal emotion and sentiment models (cdatlib).')
+    debug = dict(action='store_true', default=argparse.SUPPRESS, help='show the full traceback of an error')
+    p.add_argument('--debug', **debug)
+    sub = p.add_subparsers(dest='command', metavar='{train,tune,evaluate,analyze,data}', parser_class=_Parser)
+    t = sub.add_parser('train', help='train a model (defaults: Naive Fusion on the embedded sample)')
+    _run_args(t)
+    tu = sub.add_parser('tune', help="search CDaT's alpha with Ray Tune (pip install -e '.[tune]')")
+    _run_args(tu, 'tune')
+    tu.add_argument('--samples', type=int, default=10, help='number of trials (default 10, as the official search)')
+    tu.add_argument('--alpha-range', choices=['paper', 'code'], default='paper',
+                    help='log-uniform alpha over the paper\'s [1e4, 1e7] (default) or the official code\'s [1, 1e7]')
+    tu.add_argument('--ray-address', help='an existing Ray cluster (e.g. auto or ray://HOST:10001); default: a local one')
+    tu.add_argument('--cpus-per-trial', type=float, default=1, help='CPUs each trial reserves (default 1)')
+    tu.add_argument('--gpus-per-trial', type=float, help='GPUs each trial reserves (default 1 when CUDA is used, else 0)')
     e = sub.add_parser('evaluate', help='evaluate a trained run on a split')
     e.add_argument('run_dir', help='a seed folder of a run (holds config.json and best.pt)')
     e.add_argument('--split', default='test', choices=['train', 'valid', 'test'])
     e.add_argument('--data', help='another path to the same dataset')
     e.add_argument('--device', help='another device (default: the run\'s)')
+    an = sub.add_parser('analyze', help='analyse a trained run')
+    asub = an.add_subparsers(dest='analyze_command', metavar='{masking}', parser_class=_Parser)
+    mk = asub.add_parser('masking', help='share of the misclassified samples that improve when one modality is masked')
+    mk.add_argument('run_dir', help='a seed folder of a run (of a CDaT run: its baseline and CDaT stages side by side)')
+    mk.add_argument('--split', default='valid', choices=['train', 'valid', 'test'])
+    mk.add_argument('--criterion', default='jaccard', choices=['jaccard', 'exact'],
+                    help='improves = the Jaccard index rises (default), or the prediction becomes an exact match')
+    mk.add_argument('--keep-empty', action='store_true', help='count the samples with no positive label too (label-set tasks)')
+    mk.add_argument('--plot', metavar='FILE.png', help='also save the bar plot')
+    mk.add_argument('--data', help='another path to the same dataset')
+    mk.add_argument('--device', help='another device (default: the run\'s)')
     da = sub.add_parser('data', help='inspect datasets')
     dsub = da.add_subparsers(dest='data_command', metavar='{describe,make-samples}', parser_class=_Parser)
     ds = dsub.add_parser('describe', help='print the layout, task, split sizes and shapes of a dataset')
@@ -237,7 +441,7 @@ def make_parser()->argparse.ArgumentParser:
     ds.add_argument('--layout', help='force a layout')
     ms = dsub.add_parser('make-samples', help='rewrite the synthetic data_samples/ files (fixed seed)')
     ms.add_argument('--out', default=None, help='output folder (default: the repository\'s data_samples/)')
-    for q in (t, e, ds, ms): q.add_argument('--debug', **debug)
+    for q in (t, tu, e, mk, ds, ms): q.add_argument('--debug', **debug)
     return p
 
 def config_from_args(args)->TrainConfig:
@@ -247,14 +451,17 @@ def config_from_args(args)->TrainConfig:
     flags = {'data': args.data, 'layout': args.layout, 'model': args.model, 'epochs': args.epochs,
              'batch_size': args.batch_size, 'lr': args.lr, 'weight_decay': args.weight_decay, 'warmup': args.warmup,
              'grad_clip': args.grad_clip, 'patience': args.patience, 'seeds': args.seeds, 'device': args.device,
-             'out_dir': args.out_dir, 'run_name': args.run_name}
+             'out_dir': args.out_dir, 'run_name': args.run_name, 'method': args.method, 'confidence': args.confidence,
+             'alpha': args.alpha, 'cdat_epochs': args.cdat_epochs}
     base.update({k: v for k, v in flags.items() if v is not None})
     if args.model_arg: base['model_args'] = {**base['model_args'], **dict(args.model_arg)}
+    if args.confidnet_arg: base['confidnet_args'] = {**base.get('confidnet_args', {}), **dict(args.confidnet_arg)}
     addons = {k: dict(v) if isinstance(v, dict) else v for k, v in base.get('addons', {}).items()}
     for name in args.addons: addons.setdefault(name, {})
     for key, v in args.with_arg:
         name, dot, arg = key.partition('.')
         if not (dot and name and arg): raise ConfigError(f"--with-arg: expected NAME.KEY=VALUE, got {key!r}")
+        if name == 'cdat' and base.get('method'): addons.setdefault('cdat', {}) # the method attaches CDaT itself
         if name not in addons: raise ConfigError(f"--with-arg {key}: the add-on {name!r} is not attached; add --with {name}")
         addons[name][arg] = v
     base['addons'] = addons
@@ -269,10 +476,34 @@ def _print_metrics(summary, prefix):
     width = max(len(k) for k in rows) if rows else 0
     for k in rows: print(f"  {k:<{width}}  {summary.loc[k, 'mean ± std']}")
 
+def _print_side_by_side(summary, prefix, method='cdat'):
+    "The baseline's and the method's metrics in two columns"
+    rows = [k for k in summary.index if k.startswith(prefix) and f'baseline_{k}' in summary.index]
+    if not rows: return
+    w, cell = max(len(k) for k in rows), lambda k: summary.loc[k, 'mean ± std']
+    cw = max(len('baseline'), *(len(cell(f'baseline_{k}')) for k in rows))
+    print(f"  {'':<{w}}  {'baseline':<{cw}}  {method}")
+    for k in rows: print(f"  {k:<{w}}  {cell(f'baseline_{k}'):<{cw}}  {cell(k)}")
+
+def print_summary(cfg:TrainConfig, summary:pd.DataFrame, test:bool=False):
+    "What `cdat train` prints at the end: the metrics (a method's beside its baseline's) and where the runs are"
+    n = len(cfg.seeds)
+    if cfg.method:
+        print(f"selected on the validation split; baseline and {cfg.method} ({cfg.confidence} confidence, "
+              f"alpha {cfg.alpha:g}) over {n} seed(s) (mean ± std):")
+        for p in ('valid_', 'test_') if test else ('valid_',): _print_side_by_side(summary, p, cfg.method)
+    else:
+        print(f"selected on the validation split; metrics over {n} seed(s) (mean ± std):")
+        _print_metrics(summary, 'valid_')
+        if test: _print_metrics(summary, 'test_')
+    print(f"runs in {cfg.run_dir(cfg.seeds[0]).parent}")
+
+class RunFailedError(RuntimeError): "A run that started but could not finish (e.g. every trial of a sweep failed)"
+
 def error_line(e:BaseException)->tuple:
     "(one-line message, exit status) for an error that reached `main`"
     if isinstance(e, (ConfigError, DatasetFormatError, CheckpointError, RunLockError)): msg, code = str(e), 2
-    elif isinstance(e, NonFiniteLossError): msg, code = str(e), 1
+    elif isinstance(e, (NonFiniteLossError, RunFailedError)): msg, code = str(e), 1
     elif isinstance(e, OSError): # a path that is not there is bad input; a write that fails is a failed run
         f, code = e.filename, 2 if isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError)) else 1
         if e.errno == errno.ENOSPC: msg = f"disk full writing {f}" if f else "disk full"
@@ -280,6 +511,24 @@ def error_line(e:BaseException)->tuple:
     elif isinstance(e, MemoryError): msg, code = "out of memory; try a smaller --batch-size or model", 1
     else: msg, code = f"unexpected {type(e).__name__}: {e} (probably a bug in cdatlib; --debug shows the traceback)", 1
     return ' '.join(str(msg).split()), code # one line, whatever the message held
+
+def _main_masking(args):
+    if args.plot: _plot_path(args.plot) # refused before the work, not after
+    reports = analyze_masking(args.run_dir, args.split, args.criterion, args.keep_empty, args.data, args.device)
+    rep = next(iter(reports.values()))
+    empty = 'kept' if args.keep_empty or rep.kept.all() else f'left out ({int((~rep.kept).sum())})'
+    print(f"misclassified {args.split} samples whose prediction improves when one modality is masked "
+          f"(criterion: {args.criterion}; samples without a positive label {empty}):")
+    print(masking_table(reports).to_string())
+    if args.plot: print(f"plot: {save_masking_plot(reports, args.plot)}")
+
+def _main_tune(args):
+    from cdatlib.tune import tune_cdat, print_tune # imported here: Ray is an optional extra
+    cfg = config_from_args(args)
+    res = tune_cdat(cfg, num_samples=args.samples, alpha_range=args.alpha_range, ray_address=args.ray_address,
+                    test=args.test, resume=args.resume, overwrite=args.overwrite, cpus_per_trial=args.cpus_per_trial,
+                    gpus_per_trial=args.gpus_per_trial)
+    print_tune(res)
 
 def main(argv=None)->int:
     "Entry point of the `cdat` command"
@@ -292,14 +541,13 @@ def main(argv=None)->int:
             cfg = config_from_args(args)
             _, summary = train(cfg, test=args.test, resume=args.resume, overwrite=args.overwrite,
                                progress=False if args.quiet else None)
-            print(f"selected on the validation split; metrics over {len(cfg.seeds)} seed(s) (mean ± std):")
-            _print_metrics(summary, 'valid_')
-            if args.test: _print_metrics(summary, 'test_')
-            print(f"runs in {cfg.run_dir(cfg.seeds[0]).parent}")
+            print_summary(cfg, summary, args.test)
+        elif args.command == 'tune': _main_tune(args)
         elif args.command == 'evaluate':
             m = evaluate(args.run_dir, args.split, args.data, args.device)
             width = max(len(k) for k in m)
             for k, v in m.items(): print(f"  {args.split}_{k:<{width}}  {v:.4f}")
+        elif args.command == 'analyze' and args.analyze_command == 'masking': _main_masking(args)
         elif args.command == 'data' and args.data_command == 'describe':
             path = args.path or find_data_samples()/'tailor_mosei_aligned.pt'
             print(load_dataset(path, layout=resolve_layout(args.layout)).describe())
@@ -313,7 +561,7 @@ def main(argv=None)->int:
         return 0
     except KeyboardInterrupt:
         if debug: raise
-        hint = '; run the same command with --resume to continue from the last finished epoch' if 'train' in argv else ''
+        hint = '; run the same command with --resume to continue from the last finished epoch' if {'train', 'tune'} & set(argv) else ''
         print(f"cdat: interrupted{hint}", file=sys.stderr)
         return 130
     except Exception as e:

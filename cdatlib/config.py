@@ -17,9 +17,11 @@ try: from cdatlib.formats import LAYOUT_ALIASES
 except ImportError: LAYOUT_ALIASES = {'npz': 'utterance'}
 
 # %% auto #0
-__all__ = ['DEFAULT_SAMPLE', 'MODELS', 'ADDONS', 'RESUME_SAFE', 'ConfigError', 'find_data_samples', 'model_class', 'addon_class',
-           'TrainConfig', 'resolve_layout', 'check_device', 'validate_config', 'save_config', 'read_config_dict',
-           'config_from_dict', 'load_config', 'config_diff', 'build_model', 'build_addons', 'init_weights']
+__all__ = ['DEFAULT_SAMPLE', 'MODELS', 'ADDONS', 'METHODS', 'CONFIDENCES', 'CONFIDNET_FIT', 'CONFIDNET_FIXED', 'RESUME_SAFE',
+           'ConfigError', 'find_data_samples', 'model_class', 'addon_class', 'default_of', 'TrainConfig',
+           'resolve_layout', 'check_device', 'validate_config', 'save_config', 'read_config_dict', 'config_from_dict',
+           'load_config', 'config_diff', 'build_model', 'save_confidnet', 'load_confidnet', 'addon_args',
+           'build_addons', 'init_weights']
 
 # %% ../nbs/12_config.ipynb #adac32e2
 class ConfigError(ValueError):
@@ -42,6 +44,7 @@ MODELS = {
     'tfn': 'cdatlib.models.tfn:TFN',
     'misa': 'cdatlib.models.misa:MISA',
     'tailor': 'cdatlib.models.tailor:TAILOR',
+    'hycon': 'cdatlib.hycon:HyConModel',
 }
 
 def model_class(name:str):
@@ -53,6 +56,8 @@ def model_class(name:str):
 # %% ../nbs/12_config.ipynb #2994083e
 ADDONS = {
     'l2': 'cdatlib.learner:L2Penalty',
+    'cdat': 'cdatlib.cdat.transfer:CDaT',
+    'hycon': 'cdatlib.hycon:HyCon',
 }
 
 def addon_class(name:str):
@@ -67,7 +72,19 @@ def _accepted(cls)->list:
     if any(p.kind == p.VAR_KEYWORD for p in ps): return None
     return [p.name for p in ps if p.name != 'self' and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
+def default_of(target:str, # 'module:name' of a class or function
+               arg:str, # one of its arguments
+               fallback=None, # returned if it cannot be imported
+              ):
+    "The default value of argument `arg` of `target`, read off its signature: one place states each default"
+    mod, name = target.split(':')
+    try: return inspect.signature(getattr(importlib.import_module(mod), name)).parameters[arg].default
+    except (ImportError, AttributeError, KeyError): return fallback
+
 # %% ../nbs/12_config.ipynb #82959c43
+METHODS = ('', 'cdat', 'cdat+hycon') # '' = the model alone (with its add-ons)
+CONFIDENCES = ('const', 'ce', 'confidnet') # CDaT's modality-confidence variants
+
 @dataclass
 class TrainConfig:
     "Everything that defines a training run; saved as config.json beside its checkpoints"
@@ -90,14 +107,28 @@ class TrainConfig:
     run_name:str='' # '' = '<model>[+<add-on>...]-<data file stem>'
     addons:dict=field(default_factory=dict) # add-ons to attach, {name in `ADDONS`: {argument: value}}
     init_from:str='' # a finished run's seed folder (or a checkpoint file) whose best weights start the model; '' = none
+    method:str='' # one of `METHODS`: '' = train `model`; 'cdat' = baseline, ConfidNet, CDaT fine-tuning
+    confidence:str='ce' # CDaT's modality confidence, one of `CONFIDENCES`
+    alpha:float=default_of(ADDONS['cdat'], 'alpha', 1e4) # weight of CDaT's transfer loss (the CDaT callback's default)
+    cdat_epochs:int=0 # epochs of CDaT's fine-tuning stage; 0 = `epochs`
+    confidnet_args:dict=field(default_factory=dict) # arguments of CDaT's ConfidNet stage (`fit_confidnet`)
 
     def data_path(self)->Path:
         "The dataset path this run reads"
         return Path(self.data).expanduser() if self.data else find_data_samples()/DEFAULT_SAMPLE
 
+    def stage_addons(self)->dict:
+        "The add-ons of every training stage of the method: `addons` less CDaT's (its stage adds it), plus HyCon for 'cdat+hycon'"
+        if not self.method: return dict(self.addons)
+        out = {k: v for k, v in self.addons.items() if k != 'cdat'}
+        if self.method == 'cdat+hycon': out.setdefault('hycon', {})
+        return out
+
     def name(self)->str:
-        "The run's name"
-        return self.run_name or f"{self.model}{''.join('+' + a for a in self.addons)}-{self.data_path().stem}"
+        "The run's name: '<model>[+<add-on>...]-<data stem>', with '+cdat_<confidence>' for the CDaT method"
+        if self.run_name: return self.run_name
+        method = f"+cdat_{self.confidence}" if self.method else ''
+        return f"{self.model}{method}{''.join('+' + a for a in self.stage_addons())}-{self.data_path().stem}"
 
     def init_path(self)->Path:
         "The checkpoint whose weights start the model (`init_from`), None if none"
@@ -151,6 +182,34 @@ def _check_out_dir(out_dir):
             if not q.is_dir(): raise ConfigError(f"out_dir: {q} exists and is not a folder")
             return
 
+CONFIDNET_FIT = 'cdatlib.cdat.confidence:fit_confidnet' # trains CDaT's stage 2
+CONFIDNET_FIXED = ('model', 'dls', 'task', 'seed', 'device', 'cache') # what the run itself gives `fit_confidnet`
+
+def _check_method(cfg):
+    "The CDaT fields: method, confidence, alpha, cdat_epochs, confidnet_args and the CDaT add-on's own arguments"
+    if cfg.method not in METHODS: raise ConfigError(f"method: '' (the model alone), 'cdat' or 'cdat+hycon', got {cfg.method!r}")
+    if cfg.confidence not in CONFIDENCES: raise ConfigError(f"confidence: one of {', '.join(CONFIDENCES)}, got {cfg.confidence!r}")
+    if not (math.isfinite(cfg.alpha) and cfg.alpha >= 0): raise ConfigError(f"alpha: a finite number >= 0, got {cfg.alpha}")
+    if cfg.cdat_epochs < 0: raise ConfigError(f"cdat_epochs: must not be negative (0 = epochs), got {cfg.cdat_epochs}")
+    mod, fn = CONFIDNET_FIT.split(':')
+    ok = [a for a in _accepted(getattr(importlib.import_module(mod), fn)) if a not in CONFIDNET_FIXED]
+    bad = sorted(set(cfg.confidnet_args) - set(ok))
+    if bad: raise ConfigError(f"confidnet_args: unknown argument(s) {bad}; the ConfidNet stage accepts {', '.join(ok)}")
+    cdat = cfg.addons.get('cdat')
+    if cdat is None: return
+    for k in ('alpha', 'confidence'): # one place for each setting: the run's own field
+        if k in cdat: raise ConfigError(f"addons.cdat.{k}: set it as the run's {k} (--{k}), not as an argument of the add-on")
+    path = cdat.get('confidnet')
+    if path is None:
+        if cfg.confidence == 'confidnet' and not cfg.method:
+            raise ConfigError("confidence: 'confidnet' needs a trained ConfidNet: use --method cdat, which trains one on the "
+                              "baseline, or name one with --with-arg cdat.confidnet=PATH/confidnet.pt")
+        return
+    if cfg.method: raise ConfigError("addons.cdat.confidnet: the cdat method trains its own ConfidNet; leave it out, or attach the add-on without --method")
+    if cfg.confidence != 'confidnet': raise ConfigError(f"addons.cdat.confidnet: only used with confidence 'confidnet', not {cfg.confidence!r}")
+    if not isinstance(path, str) or not Path(path).expanduser().is_file():
+        raise ConfigError(f"addons.cdat.confidnet: {path} is not a file (give the confidnet.pt of a ConfidNet stage)")
+
 def validate_config(cfg:TrainConfig)->TrainConfig:
     "Check every field of `cfg`; raise `ConfigError` naming the first bad one"
     for f in dataclasses.fields(cfg): _check_type(f.name, getattr(cfg, f.name), _field_types()[f.name])
@@ -180,6 +239,7 @@ def validate_config(cfg:TrainConfig)->TrainConfig:
         ok = _accepted(cls)
         bad = [] if ok is None else sorted(set(args) - set(ok))
         if bad: raise ConfigError(f"addons.{name}: unknown argument(s) {bad}; {cls.__name__} accepts {', '.join(ok)}")
+    _check_method(cfg)
     if cfg.init_from and not cfg.init_path().is_file():
         raise ConfigError(f"init_from: {cfg.init_path()} does not exist (give the seed folder of a finished run, which holds best.pt)")
     _check_out_dir(cfg.out_dir)
@@ -247,12 +307,47 @@ def build_model(cfg:TrainConfig, # the run configuration
         raise ConfigError(f"model_args: {cls.__name__} rejected {cfg.model_args} ({e}); it accepts {', '.join(params)}") from None
 
 # %% ../nbs/12_config.ipynb #b1cac0ab
+def save_confidnet(net, # a trained `ConfidNet`
+                   path, # destination file (confidnet.pt)
+                   arch:dict=None, # the `ConfidNet` arguments it was built with (n_layers, hidden, dropout, sigmoid)
+                   history=None, # its training history (a DataFrame), kept for the record
+                  )->Path:
+    "Save a ConfidNet with what rebuilds it, atomically"
+    from cdatlib.learner import atomic_save
+    arch = {k: list(v) if isinstance(v, tuple) else v for k, v in (arch or {}).items()}
+    ck = {'model': net.state_dict(), 'in_dim': net.net[0].in_features, 'arch': arch}
+    if history is not None: ck.update(history=history.to_dict('list'), best_epoch=history.attrs.get('best_epoch'))
+    return atomic_save(ck, path)
+
+def load_confidnet(path):
+    "The frozen, eval-mode ConfidNet saved at `path` by `save_confidnet`"
+    from cdatlib.learner import load_checkpoint, CheckpointError
+    from cdatlib.cdat.confidence import ConfidNet
+    ck = load_checkpoint(path)
+    try:
+        net = ConfidNet(ck['in_dim'], **ck.get('arch', {}))
+        net.load_state_dict(ck['model'])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a ConfidNet checkpoint ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
+    for p in net.parameters(): p.requires_grad_(False)
+    return net.eval()
+
+def addon_args(cfg:TrainConfig, name:str)->dict:
+    "The keyword arguments add-on `name` is built with: its `addons` entry; CDaT's also get the run's alpha and confidence"
+    args = dict(cfg.addons.get(name, {}))
+    if name != 'cdat': return args
+    args = {'alpha': cfg.alpha, 'confidence': cfg.confidence, **args}
+    if isinstance(args.get('confidnet'), str): args['confidnet'] = load_confidnet(Path(args['confidnet']).expanduser())
+    return args
+
 def build_addons(cfg:TrainConfig)->list:
     "The add-on callbacks `cfg` attaches, built from their arguments"
     out = []
-    for name, args in cfg.addons.items():
-        try: out.append(addon_class(name)(**args))
-        except (TypeError, ValueError) as e: raise ConfigError(f"addons.{name}: {e}") from None
+    for name in cfg.addons:
+        try: out.append(addon_class(name)(**addon_args(cfg, name)))
+        except (TypeError, ValueError) as e:
+            if type(e).__name__ == 'CheckpointError': raise # names its file already
+            raise ConfigError(f"addons.{name}: {e}") from None
     return out
 
 def init_weights(model, # a model built by `build_model`

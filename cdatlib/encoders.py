@@ -9,7 +9,7 @@ __all__ = ['masked_mean', 'compact_steps', 'LSTMEncoder', 'fast_dropout', 'FastD
            'use_fast_dropout', 'FeatureTransformer', 'default_text_model_path', 'BertTextEncoder']
 
 # %% ../nbs/05_encoders.ipynb #93c4fb4c
-import os
+import os, warnings
 import importlib.util
 from pathlib import Path
 import torch
@@ -196,7 +196,11 @@ def _check_model_dir(path) -> Path:
 def _load_bert(path:Path) -> tuple:
     "(tokenizer, model) from a local directory, with the Hugging Face libraries told to stay offline"
     for k in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE'): os.environ.setdefault(k, '1')
-    from transformers import AutoModel, AutoTokenizer       # imported here so the offline switches are set first
+    with warnings.catch_warnings():
+        # transformers imports tqdm.auto, which in a Jupyter kernel without ipywidgets warns that it cannot draw
+        # widget bars; we draw no bars at all (disabled below), so that warning has nothing to say here
+        warnings.filterwarnings('ignore', message='IProgress not found')
+        from transformers import AutoModel, AutoTokenizer   # imported here so the offline switches are set first
     from transformers.utils import logging as hf_logging
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()                       # no "Loading weights" bar in notebooks and logs
