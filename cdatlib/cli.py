@@ -461,7 +461,8 @@ def config_from_args(args)->TrainConfig:
     for key, v in args.with_arg:
         name, dot, arg = key.partition('.')
         if not (dot and name and arg): raise ConfigError(f"--with-arg: expected NAME.KEY=VALUE, got {key!r}")
-        if name == 'cdat' and base.get('method'): addons.setdefault('cdat', {}) # the method attaches CDaT itself
+        if (name, base.get('method')) in (('cdat', 'cdat'), ('cdat', 'cdat+hycon'), ('hycon', 'cdat+hycon')):
+            addons.setdefault(name, {}) # attached by the method itself
         if name not in addons: raise ConfigError(f"--with-arg {key}: the add-on {name!r} is not attached; add --with {name}")
         addons[name][arg] = v
     base['addons'] = addons

@@ -13,7 +13,7 @@ from torch import nn, Tensor
 from .dataset import MODALITIES
 from .encoders import masked_mean, FeatureTransformer, BertTextEncoder
 from .learner import Callback, param_groups, to_device, get_rng_state, set_rng_state
-from .models.core import FusionModel, FusionOutput, check_drop
+from .models.core import FusionModel, FusionOutput
 from .models.tfn import tensor_fusion
 
 # %% auto #0
@@ -475,8 +475,7 @@ class HyConModel(FusionModel):
 
     def fuse(self, parts:dict, drop=())->FusionOutput:
         "Zero the dropped x^m, fuse, predict"
-        drop = check_drop(drop)
-        h = {m: self.mask_repr(m, parts['h'][m], drop) for m in MODALITIES}
+        h = self.mask_reprs(parts['h'], drop)
         if self.fusion == 'add': z = h['text'] + h['audio'] + h['vision']
         elif self.fusion == 'concat': z = torch.cat([h[m] for m in MODALITIES], -1)
         else: z = tensor_fusion(*(h[m] for m in MODALITIES))

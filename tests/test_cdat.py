@@ -6,46 +6,36 @@ import torch
 from torch import nn
 from cdatlib.dataset import MODALITIES, Task
 from cdatlib.encoders import masked_mean
-from cdatlib.models.core import FusionModel, FusionOutput
+from cdatlib.models.core import FusionModel, FusionOutput, toy_batch
+from cdatlib.models.naive import NaiveFusion
 from cdatlib.cdat.masking import masking_gains, fuse_dropped, supports_fuse, train_mode, drop_blocks, tile_parts
 from cdatlib.cdat.confidence import tcp_target, fit_confidnet, cache_fused, ce_confidence, ConfidNet
 from cdatlib.cdat.transfer import pkt_loss, pkt_probs, pair_weights, dckt_loss, CDaT, PAIRS
 
 DIMS = {'text': 6, 'audio': 3, 'vision': 4}
 
-def _keep(drop, B):
-    if torch.is_tensor(drop): return (~drop).float()
-    drop = (drop,) if isinstance(drop, str) else tuple(drop)
-    return torch.tensor([[m not in drop for m in MODALITIES]] * B).float()
-
 class Toy(FusionModel):
     "encode/fuse contract; counts forward and fuse calls"
-    def __init__(self, dims=DIMS, n_outputs=2, hidden=4, encoders=True):
+    def __init__(self, dims=DIMS, n_outputs=2, hidden=4):
         super().__init__(dims, n_outputs)
-        self.enc = nn.ModuleDict({m: nn.Linear(dims[m], hidden) for m in MODALITIES}) if encoders else None
-        zd = 3 * hidden if encoders else sum(dims.values())
-        self.dropout, self.head = nn.Dropout(0.5), nn.Linear(zd, n_outputs)
+        self.enc = nn.ModuleDict({m: nn.Linear(dims[m], hidden) for m in MODALITIES})
+        self.dropout, self.head = nn.Dropout(0.5), nn.Linear(3 * hidden, n_outputs)
         self.n_forward, self.fuse_log = 0, []
     def encode(self, batch):
-        h = {m: masked_mean(batch[m], batch.get(m + '_mask')) for m in MODALITIES}
-        return {m: self.enc[m](x) for m, x in h.items()} if self.enc is not None else h
+        return {'h': {m: self.enc[m](masked_mean(batch[m], batch[m + '_mask'])) for m in MODALITIES}}
     def fuse(self, parts, drop=()):
-        B = len(parts['text']); self.fuse_log.append((B, self.training))
-        keep = _keep(drop, B)
-        h = {m: parts[m] * keep[:, k, None] for k, m in enumerate(MODALITIES)}
+        self.fuse_log.append((len(parts['h']['text']), self.training))
+        h = self.mask_reprs(parts['h'], drop)
         z = self.dropout(torch.cat([h[m] for m in MODALITIES], -1))
-        out = FusionOutput(h=h, z=z, logits=self.head(z)); out.parts = parts
-        return out
+        return FusionOutput(h=h, z=z, logits=self.head(z), parts=parts)
     def forward(self, batch, drop=()):
         self.n_forward += 1
-        return self.fuse(self.encode(batch), drop)
+        return super().forward(batch, drop)
 
 def batches(n, B=8, seed=0):
-    g = torch.Generator().manual_seed(seed); out = []
-    for i in range(n):
-        b = {m: torch.randn(B, 3, d, generator=g) for m, d in DIMS.items()}
-        b['y'] = (torch.rand(B, 2, generator=g) > .5).float(); b['index'] = torch.arange(i * B, (i + 1) * B)
-        out.append(b)
+    "n toy batches (3 steps, two 0/1 labels) with sample indices numbered on across batches"
+    out = [toy_batch(B, L=3, dims=DIMS, n_out=2, binary=True, seed=100 * seed + i) for i in range(n)]
+    for i, b in enumerate(out): b['index'] = b['index'] + i * B
     return out
 
 class Probe:
@@ -200,9 +190,9 @@ def test_cdat_term_equals_hand_computation_and_grad_flows():
     assert g is None or torch.isfinite(g).all()
 
 def test_cdat_parameter_free_naive_fusion_has_zero_gradient():
-    "The official Early model: h_m are time-means of raw features, so PKT's gradient is exactly zero"
+    "The official Early model, NaiveFusion(encoder='none'): h_m are time-means of raw features, so PKT's gradient is exactly zero"
     torch.manual_seed(0)
-    m = Toy(encoders=False); b = batches(1)[0]
+    m = NaiveFusion(DIMS, 2, encoder='none'); b = batches(1)[0]
     for kw in [dict(confidence='const'), dict(confidence='ce'), dict(confidence='ce', detach_teacher=False, weighting='sample')]:
         pr = Probe(m, b, TASK); task_loss = TASK.loss(pr.out.logits, b['y'])
         CDaT(alpha=1e7, **kw).after_loss(pr)
@@ -325,7 +315,6 @@ def test_misalignment_auroc_by_hand():
 
 def test_cdat_stages_resume(tmp_path):
     from cdatlib.cdat.transfer import cdat_stages
-    from cdatlib.models.naive import NaiveFusion
     data = _sample()
     torch.manual_seed(0)
     base = NaiveFusion(data.dims, data.task.n_outputs, hidden=8, head_hidden=8)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from cdatlib.dataset import MODALITIES, Task, MultimodalDataset
 from cdatlib.encoders import masked_mean
-from cdatlib.models.core import FusionModel, FusionOutput
+from cdatlib.models.core import FusionModel, FusionOutput, toy_batch
 from cdatlib.learner import Learner, MetricsCB, DeviceCB, get_rng_state, set_rng_state
 from cdatlib.hycon import (normalise, sentiment_classes, same_class, n_selected, pair_losses_loop, iamcl_loop,
                            iemcl_loop, scl_loop, pair_losses, iamcl, iemcl, scl, select_pairs, hardness_weights,
@@ -165,11 +165,11 @@ class TinyFusion(FusionModel):
         z = torch.cat([pool_h(h, masks)[m] for m in MODALITIES], -1)
         return FusionOutput(h=h, z=z, logits=self.head(z), h_masks=masks)
 
-def tiny_data(n=24, L=4, dims={'text': 5, 'audio': 3, 'vision': 4}, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    masks = {m: torch.arange(L)[None] < torch.randint(1, L + 1, (n, 1), generator=g) for m in dims}
-    feats = {m: torch.randn(n, L, d, generator=g) * masks[m][..., None] for m, d in dims.items()}
-    return MultimodalDataset(feats, torch.randn(n, 1, generator=g), SENTIMENT, masks=masks)
+def tiny_data(n=24, seed=0):
+    "The shared toy batch as a dataset, with sentiment labels of both signs in [-3, 3)"
+    b = toy_batch(n, L=4, dims={'text': 5, 'audio': 3, 'vision': 4}, seed=seed)
+    return MultimodalDataset({m: b[m] for m in MODALITIES}, 6 * b['y'] - 3, SENTIMENT,
+                             masks={m: b[f'{m}_mask'] for m in MODALITIES})
 
 def test_pool_h_uses_masks():
     x = torch.arange(12.).view(2, 3, 2)

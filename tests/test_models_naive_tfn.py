@@ -43,3 +43,23 @@ def test_experiment_module_runs_as_a_command():
 def test_bench_help():
     r = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'bench_models.py'), '--help'], capture_output=True, text=True)
     assert r.returncode == 0 and '--reps' in r.stdout
+
+
+def test_naive_fusion_none_is_the_official_early_model():
+    "encoder='none': h_m = masked time-mean of the raw features, z = their concatenation, one Linear layer"
+    from cdatlib.dataset import MODALITIES
+    from cdatlib.encoders import masked_mean
+    from cdatlib.models.core import toy_batch
+    from cdatlib.models.naive import NaiveFusion
+    dims = {'text': 6, 'audio': 3, 'vision': 4}
+    b = toy_batch(B=6, L={'text': 5, 'audio': 4, 'vision': 3}, dims=dims, seed=3)
+    torch.manual_seed(0)
+    m = NaiveFusion(dims, 2, encoder='none').train()   # train mode: nothing random in it either
+    assert [n for n, _ in m.named_parameters()] == ['head.weight', 'head.bias']
+    out = m(b, drop='audio')
+    z = torch.cat([masked_mean(b[k], b[k + '_mask']) * (k != 'audio') for k in MODALITIES], -1)
+    assert torch.allclose(out.z, z) and torch.allclose(out.logits, z @ m.head.weight.T + m.head.bias, atol=1e-6)
+    assert not any(h.requires_grad for h in out.h.values())   # nothing before the head can learn
+    padded = dict(b, text=b['text'].clone()); padded['text'][0, :2] = 100.   # the first sample's padding steps
+    assert torch.equal(m(padded).logits, m(b).logits)
+    with pytest.raises(ValueError, match="'mean', 'lstm' or 'none'"): NaiveFusion(dims, 2, encoder='gru')

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from ..dataset import MODALITIES
-from .masking import fuse_dropped, train_mode
+from .masking import fuse_dropped, train_mode, _eval_outputs
 
 # %% auto #0
 __all__ = ['CONFIDNET_VARIANTS', 'const_confidence', 'binary_ce', 'ce_confidence', 'tcp_target', 'ConfidNet', 'cache_fused',
@@ -99,14 +99,10 @@ def cache_fused(model:nn.Module, # the frozen fusion model
                 device=None, # default: where the model's parameters are
                )->dict: # z (N, Dz), target (N,), y (N, C), index (N,)
     "Fused vectors and TCP targets of every sample, from ONE forward pass per batch in eval mode"
-    device = device or next(model.parameters()).device
     zs, ts, ys, idx = [], [], [], []
-    with train_mode(model, False):
-        for batch in loader:
-            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            out = model(batch)
-            zs.append(out.z.flatten(1).float()); ts.append(tcp_target(out.logits, batch['y'], task.kind))
-            ys.append(batch['y'].float()); idx.append(batch['index'])
+    for batch, out in _eval_outputs(model, loader, device): # chapter 15's eval-mode pass over a loader
+        zs.append(out.z.flatten(1).float()); ts.append(tcp_target(out.logits, batch['y'], task.kind))
+        ys.append(batch['y'].float()); idx.append(batch['index'])
     return {'z': torch.cat(zs), 'target': torch.cat(ts), 'y': torch.cat(ys), 'index': torch.cat(idx)}
 
 def fit_confidnet(model:nn.Module, # the trained fusion model (stage 1); frozen here, never changed

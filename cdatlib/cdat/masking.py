@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 from ..dataset import MODALITIES
+from ..learner import to_device
 
 # %% auto #0
 __all__ = ['drop_blocks', 'tile_parts', 'supports_fuse', 'train_mode', 'forward_dropped', 'fuse_dropped', 'label_matrix',
@@ -156,6 +157,14 @@ def masking_gains(y, # (N, C) true labels (0/1), or (N,) sentiment values for 'r
     return MaskingReport(table, wrong, improved, kept, criterion)
 
 # %% ../../nbs/15_cdat_masking.ipynb #a4ceab42
+def _eval_outputs(model:nn.Module, loader, device=None):
+    "Each batch of `loader` moved to `device` (default: the model's), with the model's output on it, in eval mode"
+    device = device or next(model.parameters()).device
+    with train_mode(model, False):
+        for batch in loader:
+            batch = to_device(batch, device)
+            yield batch, model(batch)
+
 @torch.no_grad()
 def masking_predictions(model:nn.Module, # a trained fusion model
                         loader, # yields batches (dicts with the modalities, masks, 'y' and 'index')
@@ -163,15 +172,11 @@ def masking_predictions(model:nn.Module, # a trained fusion model
                         device=None, # default: where the model's parameters are
                        )->dict: # y (N, C), full (N, C), dropped (3, N, C), index (N,)
     "Labels and predictions of `model` on every batch of `loader`, with nothing masked and with each modality masked"
-    device = device or next(model.parameters()).device
     ys, full, dropped, index = [], [], [], []
-    with train_mode(model, False):
-        for batch in loader:
-            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            out = model(batch)
-            _, logits = fuse_dropped(model, out, batch)
-            ys.append(batch['y'].cpu()); index.append(batch['index'].cpu())
-            full.append(task.predict(out.logits).float().cpu()); dropped.append(task.predict(logits).float().cpu())
+    for batch, out in _eval_outputs(model, loader, device):
+        _, logits = fuse_dropped(model, out, batch)
+        ys.append(batch['y'].cpu()); index.append(batch['index'].cpu())
+        full.append(task.predict(out.logits).float().cpu()); dropped.append(task.predict(logits).float().cpu())
     return {'y': torch.cat(ys).numpy(), 'full': torch.cat(full).numpy(), 'dropped': torch.cat(dropped, 1).numpy(),
             'index': torch.cat(index).numpy()}
 

@@ -11,7 +11,7 @@ __all__ = ['VARIANTS', 'MAIN', 'ABLATIONS', 'MARGINS', 'PUBLISHED', 'METRICS', '
            'read_results', 'run_hycon_mosi', 'results_table', 'paired_differences', 'environment', 'write_report',
            'main', 'representations', 'pair_scores']
 
-# %% ../../nbs/19_hycon_mosi.ipynb #4a46e4b5
+# %% ../../nbs/19_hycon_mosi.ipynb #e80a2589
 import os, io, sys, json, time, math, shlex, hashlib, argparse, tempfile, platform, importlib.metadata
 from pathlib import Path
 import numpy as np
@@ -26,7 +26,7 @@ from ..metrics import mean_std_table
 from ..hycon import HyConModel, normalise, same_class
 from . import real_mosi
 
-# %% ../../nbs/19_hycon_mosi.ipynb #3ce11677
+# %% ../../nbs/19_hycon_mosi.ipynb #40f67369
 def read_transcripts(path, # transcripts.csv: no header; segment id, TEXT, video number, binary label
                     )->pd.DataFrame: # columns segment_id, text (in file order)
     "The MOSI transcripts file as (segment_id, text), with one clear error per malformed field"
@@ -54,7 +54,7 @@ def match_transcripts(ids:list, # segment ids of the feature rows, e.g. `data.tr
               'unused_transcripts': len(set(by_id) - set(ids)), 'empty_texts': sum(not t.strip() for t in texts)}
     return texts, report
 
-# %% ../../nbs/19_hycon_mosi.ipynb #8105a781
+# %% ../../nbs/19_hycon_mosi.ipynb #6f36212f
 def default_cache_dir()->Path:
     "Where encoded transcripts are cached: $CDATLIB_CACHE, else ~/.cache/cdatlib"
     return Path(os.environ.get('CDATLIB_CACHE') or Path.home()/'.cache'/'cdatlib')
@@ -91,7 +91,7 @@ def encode_transcripts(texts:list, # transcripts, any case (MiniLM lower-cases t
         buf = io.BytesIO(); np.save(buf, E); atomic_write(f, buf.getvalue())
     return E
 
-# %% ../../nbs/19_hycon_mosi.ipynb #9a1ee8fb
+# %% ../../nbs/19_hycon_mosi.ipynb #cefc8b14
 def _standardise_text(data:MultimodalData, E:dict)->MultimodalData:
     "Put the (N, hidden) embeddings of each split in as length-1 text sequences, standardised with train statistics"
     mu, sd = E['train'].mean(0), E['train'].std(0).clip(min=1e-6)
@@ -146,7 +146,7 @@ def load_hycon_samples(path=None, # an MMSA pickle with raw_text; None: data_sam
     E = {s: encode_transcripts(data[s].raw_text, cache_dir) for s in data.splits}
     return _standardise_text(data, E)
 
-# %% ../../nbs/19_hycon_mosi.ipynb #00c563bd
+# %% ../../nbs/19_hycon_mosi.ipynb #aed5fab1
 # name -> (table, HyConModel arguments). Tables: 'main' (Table 1 / first row of Table 4), 'ablation' (Table 4), 'margin' (Table 6)
 VARIANTS = {
     'HyCon': ('main', {}),
@@ -186,7 +186,7 @@ def variant_args(name:str)->dict:
     if name not in VARIANTS: raise KeyError(f"unknown HyCon variant {name!r}; the variants are: {', '.join(VARIANTS)}")
     return dict(VARIANTS[name][1])
 
-# %% ../../nbs/19_hycon_mosi.ipynb #8cd719e4
+# %% ../../nbs/19_hycon_mosi.ipynb #2e531c6c
 # Acc-2 / F1 in the paper's convention: negative vs positive, zero labels dropped (`acc2_non0`, `f1_non0`)
 METRICS = ('acc7', 'acc2_non0', 'f1_non0', 'mae', 'corr', 'acc2_has0', 'f1_has0')
 TRAIN_DEFAULTS = dict(n_epochs=20, lr=1e-3, batch_size=32, d=50, layers=1, heads=5, dropout=0.1)
@@ -213,7 +213,7 @@ def fit_hycon(variant:str, # a key of `VARIANTS`
     return learn, {k: res[k] for k in METRICS} | {'valid_mae': learn.best_score, 'best_epoch': learn.best_epoch,
                                                    'seconds': round(time.time() - t0, 1)}
 
-# %% ../../nbs/19_hycon_mosi.ipynb #50d62ea6
+# %% ../../nbs/19_hycon_mosi.ipynb #7d79793b
 KEY = ('split', 'variant', 'seed')
 SETTINGS = ('n_epochs', 'lr', 'batch_size', 'd', 'layers')
 
@@ -261,7 +261,7 @@ def run_hycon_mosi(variants=None, # names in `VARIANTS`; default `MAIN`
     out.attrs['ran'] = len(new)
     return out
 
-# %% ../../nbs/19_hycon_mosi.ipynb #a31cde74
+# %% ../../nbs/19_hycon_mosi.ipynb #3285c983
 def _fmt(vals, pct:bool)->str:
     v = np.asarray(vals, float) * (100 if pct else 1)
     sd = v.std(ddof=1) if len(v) > 1 else float('nan')
@@ -274,15 +274,15 @@ def _pub(name:str)->str:
 
 COLUMNS = {'acc7': ('Acc-7 %', True), 'acc2_non0': ('Acc-2 %', True), 'f1_non0': ('F1 %', True), 'mae': ('MAE', False), 'corr': ('Corr', False)}
 
-def results_table(df:pd.DataFrame, split:str, variants:list)->pd.DataFrame:
+def results_table(df:pd.DataFrame, split:str, variants:list, published:bool=True)->pd.DataFrame:
     "mean ± std over seeds of each variant on `split` (Acc in %), with the published figures beside them"
     d = df[df.split == split]
     rows = {}
     for v in variants:
         r = d[d.variant == v]
         if not len(r): continue
-        rows[v] = {'seeds': len(r), **{c: _fmt(r[k], pct) for k, (c, pct) in COLUMNS.items()},
-                   'published (Acc-7 / Acc-2 / F1 / MAE / Corr)': _pub(v)}
+        rows[v] = {'seeds': len(r), **{c: _fmt(r[k], pct) for k, (c, pct) in COLUMNS.items()}}
+        if published: rows[v]['published (Acc-7 / Acc-2 / F1 / MAE / Corr)'] = _pub(v)
     t = pd.DataFrame.from_dict(rows, orient='index'); t.index.name = 'variant'
     return t
 
@@ -350,22 +350,23 @@ def write_report(df:pd.DataFrame, # all rows (from the csv)
         for title, vs in (('Main rows (Table 1; first row of Table 4)', MAIN),
                           ('Ablations (Table 4)', ['HyCon'] + ABLATIONS[:5] + ['HyCon-v2'] + ABLATIONS[5:]),
                           ('Modality margin (Table 6)', ['alpha = 0.5', 'alpha = 0.7', 'HyCon', 'alpha = 0.9', 'w/o margin (alpha = 1)'])):
-            t = results_table(df, split, vs)
+            t = results_table(df, split, vs, published=split == 'std')   # the paper has no speaker-independent results
             if title != 'Main rows (Table 1; first row of Table 4)' and not (df[df.split == split].variant.isin(ABLATIONS if 'Abl' in title else MARGINS)).any(): continue
             md += [f'### {title}', '', real_mosi.md_table(t), '']
             if title.startswith('Main'):
                 p = paired_differences(df, split, variants=[v for v in MAIN if v != 'w/o contrastive learning'])
                 if len(p): md += ['Paired by seed (every variant of a seed starts from the same weights):', '', real_mosi.md_table(p), '']
         if split == 'std':
-            md += ['Caution: the vision features come from a network Poria et al. trained on their own split, which holds '
-                   '24 of the 31 standard-test videos in its training part; standard-split numbers are optimistic. The '
-                   'speaker-independent split has no such overlap. The published figures are for the standard split.', '']
-        else: md += ['The paper reports no speaker-independent results; the published column repeats its standard-split figures for reference only.', '']
+            md += ['Caution: the vision (3D-CNN) features come from Poria et al.\'s release, whose networks were trained on '
+                   'their own split; that split has 24 of the 31 standard-test videos in its training part, so standard-split '
+                   'numbers are optimistic. The text (frozen MiniLM) and audio (openSMILE) features are not trained on MOSI. '
+                   'The published figures are for the standard split.', '']
+        else: md += ['The paper reports no speaker-independent results, so this split has no published column.', '']
     p = Path(md_path)
     atomic_write(p, '\n'.join(md) + '\n')
     return p
 
-# %% ../../nbs/19_hycon_mosi.ipynb #9ebb44b5
+# %% ../../nbs/19_hycon_mosi.ipynb #473f5219
 def main(argv=None):
     "Command line: `python -m cdatlib.experiments.hycon_mosi --variants main --splits std poria --seeds 0 1 2 3 4`"
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -395,7 +396,7 @@ def main(argv=None):
 # run as `python -m cdatlib.experiments.hycon_mosi`, never when a notebook kernel executes this cell
 if __name__ == '__main__' and str(getattr(sys.modules['__main__'], '__file__', '')).endswith('hycon_mosi.py'): main()
 
-# %% ../../nbs/19_hycon_mosi.ipynb #d8083c59
+# %% ../../nbs/19_hycon_mosi.ipynb #e9ae5416
 def representations(model:HyConModel, ds:MultimodalDataset, device='cpu')->tuple:
     "(z (N, d) fused representations, {modality: (N, d) x^m}, y (N,)) of a split, in eval mode, without gradients"
     was = model.training; model.eval()
