@@ -1,5 +1,5 @@
 "Tests of cdatlib.cdat (CDaT: masking analysis, modality confidence, dynamic PKT) beyond the notebooks' own checks"
-import copy, math
+import copy, math, os, sys
 import numpy as np
 import pytest
 import torch
@@ -325,3 +325,61 @@ def test_cdat_stages_resume(tmp_path):
     again = cdat_stages(base, data, tmp_path, confidence='confidnet', epochs=1, confidnet_args=dict(epochs=2), **kw)
     assert all(torch.equal(w0[k], v) for k, v in again.confidnet.state_dict().items()) # loaded, not retrained
     assert len(again.history) == 1 and 'train_loss_cdat' in again.history[0] # finished run: nothing more to do
+
+# ---------------------------------------------------------------- bounded confidences, non-negative CDaT term
+@pytest.mark.parametrize('bias', [-10., 10.])
+def test_confidnet_output_in_unit_interval_when_forced(bias):
+    net = ConfidNet(12).eval() # default output: sigmoid
+    with torch.no_grad():
+        net.net[-1].bias.fill_(bias); c = net(torch.randn(64, 12) * 5)
+    assert ((c >= 0) & (c <= 1)).all()
+    lin = ConfidNet(12, output='linear').eval()
+    with torch.no_grad(): lin.net[-1].bias.fill_(bias); cl = lin(torch.randn(64, 12))
+    assert ((cl < 0) if bias < 0 else (cl > 1)).any() # the official linear head is not bounded: the test can fail
+
+def test_trained_confidnet_output_in_unit_interval():
+    torch.manual_seed(0)
+    m = Toy(); dls = {'train': batches(3), 'valid': batches(2, seed=1)}
+    net, _ = fit_confidnet(m, dls, TASK, epochs=5, lr=3e-2, batch_size=8)
+    with torch.no_grad(): c = net(torch.randn(256, 12) * 10)
+    assert ((c >= 0) & (c <= 1)).all()
+
+def test_confidnet_output_options_and_old_spelling():
+    assert ConfidNet(5).output == 'sigmoid' and ConfidNet(5, sigmoid=False).output == 'linear'
+    assert ConfidNet(5, output='linear').sigmoid is False and ConfidNet(5, sigmoid=True, output='linear').output == 'sigmoid'
+    with pytest.raises(ValueError, match='output must be one of'): ConfidNet(5, output='relu')
+    torch.manual_seed(0)
+    net, _ = fit_confidnet(Toy(), {'train': batches(2), 'valid': batches(1, seed=1)}, TASK, epochs=1, output='linear')
+    assert net.output == 'linear'
+
+@pytest.mark.parametrize('adjust', ['ratio', 'threshold', 'difference', 'none'])
+def test_pair_weights_never_negative(adjust):
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(500, 3, generator=g) * 2 # confidences of either sign, as a linear ConfidNet gives
+    assert (pair_weights(w, adjust) >= 0).all()
+    assert torch.equal(pair_weights(w, adjust), pair_weights(w.clamp_min(0), adjust)) # negative reads as 0
+
+@pytest.mark.parametrize('weighting', ['batch', 'sample'])
+def test_dckt_loss_non_negative_on_random_inputs(weighting):
+    g = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        h = {m: torch.randn(8, d, generator=g) for m, d in DIMS.items()}
+        loss, terms = dckt_loss(h, pair_weights(torch.randn(8, 3, generator=g)), weighting)
+        assert loss.item() >= -1e-6 and (terms >= -1e-6).all()
+
+def test_confidnet_one_host_read_per_epoch(monkeypatch):
+    "The training loop reads its losses from the device once per epoch, not once per mini-batch"
+    torch.manual_seed(0)
+    m = Toy(); dls = {'train': batches(4), 'valid': batches(1, seed=1)}
+    cache = {s: cache_fused(m, dls[s], TASK) for s in dls}
+    calls = {'item': 0, 'tolist': 0}
+    item, tolist = torch.Tensor.item, torch.Tensor.tolist
+    def count(name, f): # only reads made by fit_confidnet itself (Adam reads its CPU step counters with .item())
+        def g(self, *a):
+            if sys._getframe(1).f_code.co_filename.endswith(os.path.join('cdat', 'confidence.py')): calls[name] += 1
+            return f(self, *a)
+        return g
+    monkeypatch.setattr(torch.Tensor, 'item', count('item', item))
+    monkeypatch.setattr(torch.Tensor, 'tolist', count('tolist', tolist))
+    _, hist = fit_confidnet(m, dls, TASK, epochs=3, lr=1e-3, batch_size=4, cache=cache) # 8 steps per epoch
+    assert calls['item'] + calls['tolist'] <= 3 and len(hist) == 3

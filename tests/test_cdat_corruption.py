@@ -7,7 +7,7 @@ from cdatlib.models.naive import NaiveFusion
 from cdatlib.experiments import real_mosi
 from cdatlib.experiments.cdat_corruption import (
     to_polarity, corrupt_splits, planted_corruption, oracle_drop, KnownDrop, with_oracle_field, predict_probs,
-    subset_metrics, run_one, run_cdat_corruption, read_results, write_report, load_experiment_data, main, METHODS)
+    subset_metrics, across_samples_auroc, run_one, run_cdat_corruption, read_results, write_report, load_experiment_data, main, METHODS)
 
 TINY = dict(epochs=2, cdat_epochs=1, confidnet_epochs=3)
 
@@ -82,6 +82,13 @@ def test_subset_metrics_by_hand():
     y, p, c = torch.tensor([1., 0., 1., 0., 1.]), torch.tensor([.9, .8, .2, .1, .7]), torch.tensor([-1, 0, 0, -1, -1])
     m = subset_metrics(y, p, c)
     assert math.isclose(m['acc_all'], .6) and math.isclose(m['acc_clean'], 1.) and math.isclose(m['acc_corrupted'], 0.)
+
+
+def test_across_samples_auroc_by_hand():
+    w = [[.1, .9, .0], [.1, .2, .0], [.5, .1, .0], [.1, .1, .9]]
+    assert across_samples_auroc(w, [1, -1, -1, 2]) == 1.       # each corrupted modality's weight is highest where it is corrupted
+    assert across_samples_auroc([[.1, .9, 0], [.1, .05, 0], [.5, .5, 0]], [-1, 1, -1]) == 0.   # lowest where corrupted
+    assert math.isnan(across_samples_auroc(w, [-1, -1, -1, -1]))
 
 
 def test_planted_corruption_of_the_samples():

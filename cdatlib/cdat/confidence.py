@@ -16,8 +16,8 @@ from ..dataset import MODALITIES
 from .masking import fuse_dropped, train_mode, _eval_outputs
 
 # %% auto #0
-__all__ = ['CONFIDNET_VARIANTS', 'const_confidence', 'binary_ce', 'ce_confidence', 'tcp_target', 'ConfidNet', 'cache_fused',
-           'fit_confidnet', 'confidnet_confidence', 'modality_confidence', 'misalignment_auroc']
+__all__ = ['CONFIDNET_VARIANTS', 'CONFIDNET_OUTPUTS', 'const_confidence', 'binary_ce', 'ce_confidence', 'tcp_target', 'ConfidNet',
+           'cache_fused', 'fit_confidnet', 'confidnet_confidence', 'modality_confidence', 'misalignment_auroc']
 
 # %% ../../nbs/16_cdat_confidence.ipynb #31df11fc
 def const_confidence(B:int, # batch size
@@ -70,26 +70,32 @@ def tcp_target(logits:torch.Tensor, # (B, C) logits (regression: the predicted v
 # %% ../../nbs/16_cdat_confidence.ipynb #7361fa46
 CONFIDNET_VARIANTS = {2: dict(n_layers=2, hidden=256), 3: dict(n_layers=3, hidden=(256, 64)),
                       4: dict(n_layers=4, hidden=256), 8: dict(n_layers=8, hidden=256)}
+CONFIDNET_OUTPUTS = ('sigmoid', 'linear')
 
 class ConfidNet(nn.Module):
-    "MLP regressing the true class probability from a fused vector z: [Linear, ReLU, BatchNorm, Dropout] x (n_layers-1), Linear"
+    "MLP regressing the true class probability from a fused vector z: [Linear, ReLU, BatchNorm, Dropout] x (n_layers-1), Linear, sigmoid"
     def __init__(self,
                  in_dim:int, # size of z
                  n_layers:int=4, # number of Linear layers (>= 1)
                  hidden=256, # width of the hidden layers: an int, or one per hidden layer
                  dropout:float=0.5, # dropout after each hidden block
-                 sigmoid:bool=False, # squash the output into (0, 1) (original ConfidNet) or not (CDaT's code)
+                 sigmoid:bool=None, # older spelling of `output`: True = 'sigmoid', False = 'linear'; overrides `output` when given
+                 output:str='sigmoid', # 'sigmoid': confidences in [0, 1] like their TCP targets; 'linear': unbounded (CDaT's code)
                 ):
         super().__init__()
+        if sigmoid is not None: output = 'sigmoid' if sigmoid else 'linear'
+        if output not in CONFIDNET_OUTPUTS: raise ValueError(f"ConfidNet output must be one of {CONFIDNET_OUTPUTS}, got {output!r}")
         if n_layers < 1: raise ValueError(f"n_layers must be at least 1, got {n_layers}")
         widths = [hidden] * (n_layers - 1) if isinstance(hidden, int) else list(hidden)
         if len(widths) != n_layers - 1: raise ValueError(f"hidden: {n_layers} layers need {n_layers - 1} widths, got {widths}")
         layers, d = [], in_dim
         for w in widths: layers += [nn.Linear(d, w), nn.ReLU(), nn.BatchNorm1d(w), nn.Dropout(dropout)]; d = w
-        self.net, self.sigmoid = nn.Sequential(*layers, nn.Linear(d, 1)), sigmoid
+        self.net, self.output = nn.Sequential(*layers, nn.Linear(d, 1)), output
+    @property
+    def sigmoid(self)->bool: return self.output == 'sigmoid' # kept for code that reads the older attribute
     def forward(self, z:torch.Tensor)->torch.Tensor: # (B,) predicted confidence
         c = self.net(z.flatten(1).float()).squeeze(-1)
-        return torch.sigmoid(c) if self.sigmoid else c
+        return torch.sigmoid(c) if self.output == 'sigmoid' else c
 
 # %% ../../nbs/16_cdat_confidence.ipynb #6b5e48d5
 @torch.no_grad()
@@ -112,7 +118,7 @@ def fit_confidnet(model:nn.Module, # the trained fusion model (stage 1); frozen 
                   lr:float=1e-5, # Adam learning rate (official `conf_lr`)
                   batch_size:int=64, # ConfidNet mini-batch on the cache
                   drop_empty:bool=True, # multi-label: leave out samples without labels (official for MOSEI)
-                  n_layers:int=4, hidden=256, dropout:float=0.5, sigmoid:bool=False, # see `ConfidNet`
+                  n_layers:int=4, hidden=256, dropout:float=0.5, sigmoid:bool=None, output:str='sigmoid', # see `ConfidNet`
                   seed:int=0, # seeds the ConfidNet initialisation and shuffling
                   device=None, # default: where the fusion model's parameters are
                   cache:dict=None, # {'train': cache_fused(...), 'valid': ...}, to reuse one
@@ -131,19 +137,21 @@ def fit_confidnet(model:nn.Module, # the trained fusion model (stage 1); frozen 
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = ConfidNet(zt.shape[1], n_layers, hidden, dropout, sigmoid).to(device)
+        net = ConfidNet(zt.shape[1], n_layers, hidden, dropout, sigmoid, output).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     best, best_state, rows = math.inf, None, []
     for epoch in range(epochs):
-        net.train(); perm = torch.randperm(len(zt), generator=gen).to(zt.device); total = 0.
+        net.train(); perm = torch.randperm(len(zt), generator=gen).to(zt.device)
+        total = torch.zeros((), device=zt.device) # summed on the device: one host read per epoch, not per step
         for i in range(0, len(zt), batch_size):
             j = perm[i:i + batch_size]
             if len(j) < 2: continue # BatchNorm needs two samples
             loss = F.mse_loss(net(zt[j]), tt[j])
-            opt.zero_grad(); loss.backward(); opt.step(); total += loss.item() * len(j)
+            opt.zero_grad(); loss.backward(); opt.step(); total += loss.detach() * len(j)
         net.eval()
-        with torch.no_grad(): vl = F.mse_loss(net(zv), tv).item() if len(zv) else math.nan
-        rows.append({'epoch': epoch, 'train_mse': total / len(zt), 'valid_mse': vl})
+        with torch.no_grad(): vl = F.mse_loss(net(zv), tv) if len(zv) else torch.full((), math.nan, device=zt.device)
+        tl, vl = torch.stack([total / len(zt), vl.to(total.device)]).tolist() # the epoch's one host read
+        rows.append({'epoch': epoch, 'train_mse': tl, 'valid_mse': vl})
         if vl < best: best, best_state = vl, copy.deepcopy(net.state_dict())
     if best_state is not None: net.load_state_dict(best_state)
     for p in net.parameters(): p.requires_grad_(False)

@@ -60,8 +60,12 @@ ADJUSTMENTS = ('ratio', 'threshold', 'difference', 'none')
 def pair_weights(w:torch.Tensor, # (B, 3) confidences, columns in MODALITIES order
                  adjust:str='ratio', # 'ratio' (official), 'threshold', 'difference' or 'none'
                 )->torch.Tensor: # (B, 6), columns in `PAIRS` order (student, teacher)
-    "Per-sample weight of each directed pair (m <- n) from the confidences and the adjustment factor"
+    "Per-sample weight (>= 0) of each directed pair (m <- n) from the confidences, clamped at 0, and the adjustment factor"
     if adjust not in ADJUSTMENTS: raise ValueError(f"adjust must be one of {ADJUSTMENTS}, got {adjust!r}")
+    # a negative confidence would give a negative pair weight, and a negative weight on a KL term rewards the two
+    # modalities for drifting apart; the official linear ConfidNet can output one, so clamp at 0 (no upper clamp:
+    # the official CE weights, `ce_direction='code'`, are cross-entropies and may exceed 1)
+    w = w.clamp_min(0)
     k = {m: i for i, m in enumerate(MODALITIES)}
     wm, wn = w[:, [k[m] for m, _ in PAIRS]], w[:, [k[n] for _, n in PAIRS]] # (B, 6) student's and teacher's w
     if adjust == 'difference': return (wm - wn).clamp_min(0)
@@ -199,13 +203,16 @@ def cdat_stages(baseline:nn.Module, # the trained fusion model (stage 1); not ch
         ca = dict(confidnet_args or {})
         if resume and cn_path.exists():
             ck = load_checkpoint(cn_path)
-            net = ConfidNet(ck['in_dim'], **ck['arch'])
+            arch = dict(ck['arch'])
+            if 'output' not in arch and 'sigmoid' not in arch: arch['output'] = 'linear' # saved before the sigmoid default
+            net = ConfidNet(ck['in_dim'], **arch)
             net.load_state_dict(ck['model']); net.eval()
         else:
             device = learner_args.get('device') or default_device()
             dls = dataloaders(data, learner_args.get('batch_size', 64), device=device, on_device=learner_args.get('on_device', 'auto'))
             net, hist = fit_confidnet(baseline.to(device), {'train': dls['train'], 'valid': dls['valid']}, data.task, **ca)
-            arch = {k: ca[k] for k in ('n_layers', 'hidden', 'dropout', 'sigmoid') if k in ca}
+            arch = {k: ca[k] for k in ('n_layers', 'hidden', 'dropout') if k in ca}
+            arch['output'] = net.output # always recorded, so a later change of the default cannot misread the file
             if isinstance(arch.get('hidden'), tuple): arch['hidden'] = list(arch['hidden'])
             atomic_save({'model': net.state_dict(), 'in_dim': net.net[0].in_features, 'arch': arch,
                          'history': hist.to_dict('list'), 'best_epoch': hist.attrs.get('best_epoch')}, cn_path)
