@@ -234,7 +234,7 @@ def _prefixed(log, stage): return lambda msg: log(f"[{stage}] {msg}")
 def _confidnet_seed(cfg, data, seed, run_dir, state, device, log)->dict:
     "Stage 2: fit ConfidNet on the frozen baseline's cached z (or reuse a finished one); return its row"
     from cdatlib.cdat.confidence import fit_confidnet
-    from cdatlib.config import save_confidnet
+    from cdatlib.config import save_confidnet, confidnet_arch
     from cdatlib.learner import dataloaders
     done, ckpt = run_dir/'done.json', run_dir/'confidnet.pt'
     if state == 'overwrite':
@@ -251,8 +251,9 @@ def _confidnet_seed(cfg, data, seed, run_dir, state, device, log)->dict:
     dls = dataloaders(data, cfg.batch_size, seed=seed, device=device)
     net, hist = fit_confidnet(model, {'train': dls['train'], 'valid': dls['valid']}, data.task, seed=seed, device=device,
                     **cfg.confidnet_args)
-    arch = {k: v for k, v in cfg.confidnet_args.items() if k in ('n_layers', 'hidden', 'dropout', 'sigmoid')}
-    save_confidnet(net, ckpt, arch, hist)
+    # the architecture is read off the trained net (layers, widths, dropout, output), not the user's arguments,
+    # so that `load_confidnet` rebuilds exactly this network whatever defaults it was built with
+    save_confidnet(net, ckpt, confidnet_arch(net), hist)
     atomic_write(run_dir/'log.csv', hist.to_csv(index=False))
     row = {'seed': seed, 'best_epoch': hist.attrs.get('best_epoch'), 'valid_mse': float(hist['valid_mse'].min()),
            'seconds': round(time.time() - t0, 2)}
@@ -318,9 +319,8 @@ def analyze_masking(run_dir, # a seed folder written by `train`
     if len(ds[split]) == 0: raise ConfigError(f"split: the {split} split of {cfg.data_path()} is empty")
     dev = _device(cfg)
     loader = dataloaders(ds, cfg.batch_size, device=dev)[split]
-    # a regression target has no label set: its 'empty' would be every negative sample
-    drop_empty = not keep_empty and ds.task.kind != 'regression'
-    return {label: masking_analysis(_trained_model(cfg, ds, p).to(dev).eval(), loader, ds.task, criterion, drop_empty)
+    # `masking_gains` drops empty label sets only for label-set tasks: nothing is dropped for sentiment
+    return {label: masking_analysis(_trained_model(cfg, ds, p).to(dev).eval(), loader, ds.task, criterion, not keep_empty)
             for label, p in ckpts.items()}
 
 def masking_table(reports:dict)->pd.DataFrame:

@@ -20,8 +20,8 @@ except ImportError: LAYOUT_ALIASES = {'npz': 'utterance'}
 __all__ = ['DEFAULT_SAMPLE', 'MODELS', 'ADDONS', 'METHODS', 'CONFIDENCES', 'CONFIDNET_FIT', 'CONFIDNET_FIXED', 'RESUME_SAFE',
            'ConfigError', 'find_data_samples', 'model_class', 'addon_class', 'default_of', 'TrainConfig',
            'resolve_layout', 'check_device', 'validate_config', 'save_config', 'read_config_dict', 'config_from_dict',
-           'load_config', 'config_diff', 'build_model', 'save_confidnet', 'load_confidnet', 'addon_args',
-           'build_addons', 'init_weights']
+           'load_config', 'config_diff', 'build_model', 'confidnet_arch', 'save_confidnet', 'load_confidnet',
+           'addon_args', 'build_addons', 'init_weights']
 
 # %% ../nbs/12_config.ipynb #adac32e2
 class ConfigError(ValueError):
@@ -307,14 +307,25 @@ def build_model(cfg:TrainConfig, # the run configuration
         raise ConfigError(f"model_args: {cls.__name__} rejected {cfg.model_args} ({e}); it accepts {', '.join(params)}") from None
 
 # %% ../nbs/12_config.ipynb #b1cac0ab
+def confidnet_arch(net)->dict:
+    "The `ConfidNet` arguments that rebuild `net`, read off the network itself: n_layers, hidden, dropout, output"
+    from torch import nn # imported here: reading a configuration needs no torch
+    linears = [m for m in net.net if isinstance(m, nn.Linear)]
+    drops = [m.p for m in net.net if isinstance(m, nn.Dropout)]
+    arch = {'n_layers': len(linears), 'hidden': [m.out_features for m in linears[:-1]], 'output': net.output}
+    if drops: arch['dropout'] = drops[0] # a one-layer net has no dropout to record
+    return arch
+
 def save_confidnet(net, # a trained `ConfidNet`
                    path, # destination file (confidnet.pt)
-                   arch:dict=None, # the `ConfidNet` arguments it was built with (n_layers, hidden, dropout, sigmoid)
+                   arch:dict=None, # extra `ConfidNet` arguments; the network's own settings (`confidnet_arch`) win
                    history=None, # its training history (a DataFrame), kept for the record
                   )->Path:
     "Save a ConfidNet with what rebuilds it, atomically"
     from cdatlib.learner import atomic_save
-    arch = {k: list(v) if isinstance(v, tuple) else v for k, v in (arch or {}).items()}
+    # the settings are read from the trained net, never from what a user asked for: `load_confidnet` rebuilds it exactly
+    # ('sigmoid', the older spelling of 'output', would override the recorded output, so it is not kept)
+    arch = {**{k: list(v) if isinstance(v, tuple) else v for k, v in (arch or {}).items() if k != 'sigmoid'}, **confidnet_arch(net)}
     ck = {'model': net.state_dict(), 'in_dim': net.net[0].in_features, 'arch': arch}
     if history is not None: ck.update(history=history.to_dict('list'), best_epoch=history.attrs.get('best_epoch'))
     return atomic_save(ck, path)

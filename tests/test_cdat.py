@@ -383,3 +383,45 @@ def test_confidnet_one_host_read_per_epoch(monkeypatch):
     monkeypatch.setattr(torch.Tensor, 'tolist', count('tolist', tolist))
     _, hist = fit_confidnet(m, dls, TASK, epochs=3, lr=1e-3, batch_size=4, cache=cache) # 8 steps per epoch
     assert calls['item'] + calls['tolist'] <= 3 and len(hist) == 3
+
+
+# ---------------------------------------------------------------- review fixes: drop_empty, layout alias, ConfidNet file
+
+def test_masking_gains_drop_empty_is_a_no_op_for_regression():
+    "A sentiment value has no label set: drop_empty must not drop the negative samples"
+    y, pf = np.array([1.2, -0.4, -2.0]), np.array([-0.1, 0.3, -1.0])
+    pd_ = np.array([[0.3, -1., -1.], [-0.2, 0.5, 1.], [-0.5, -2., 2.]])
+    kept = masking_gains(y, pf, pd_, kind='regression')
+    dropped = masking_gains(y, pf, pd_, kind='regression', drop_empty=True)
+    assert dropped.kept.all() and dropped.table.equals(kept.table)
+    assert dropped.table.loc['any', 'misclassified'] == 2            # samples 0 and 1 have the wrong polarity
+    # on a label set it still drops the empty rows
+    yl = np.array([[1, 0], [0, 0]]); pl = np.array([[0., 1.], [1., 0.]])
+    assert masking_gains(yl, pl, [pl] * 3, drop_empty=True).kept.tolist() == [True, False]
+    assert masking_gains(yl, pl, [pl] * 3, kind='binary_per_class', drop_empty=True).kept.tolist() == [True, False]
+
+def test_masking_for_run_resolves_the_layout_alias(tmp_path, monkeypatch):
+    "masking_for_run reads the run's data with the layout resolved as `cdat train` does ('npz' -> 'utterance')"
+    import cdatlib.formats
+    from cdatlib.config import TrainConfig, save_config
+    from cdatlib.cdat.masking import masking_for_run
+    sample = os.path.join(os.path.dirname(__file__), '..', 'data_samples', 'tailor_mosei_aligned.pt')
+    save_config(TrainConfig(data=sample, layout='npz'), tmp_path/'config.json')
+    (tmp_path/'best.pt').write_bytes(b'')
+    seen = []
+    def fake_load(path, layout=None, **kw): seen.append(layout); raise RuntimeError('stop here')
+    monkeypatch.setattr(cdatlib.formats, 'load_dataset', fake_load)
+    with pytest.raises(RuntimeError, match='stop here'): masking_for_run(tmp_path)
+    assert seen == ['utterance']
+
+def test_confidnet_file_records_the_net_not_the_arguments(tmp_path):
+    "save_confidnet reads n_layers, widths, dropout and output off the net: load_confidnet rebuilds it exactly"
+    from cdatlib.config import save_confidnet, load_confidnet, confidnet_arch
+    torch.manual_seed(0)
+    for kw in [dict(output='linear'), dict(n_layers=2, hidden=5, dropout=0.2, sigmoid=False), dict(n_layers=1), dict()]:
+        net = ConfidNet(6, **kw).eval()
+        save_confidnet(net, tmp_path/'c.pt', arch={'sigmoid': True, 'n_layers': 9})   # stale user arguments lose
+        back = load_confidnet(tmp_path/'c.pt')
+        z = torch.randn(5, 6) * 5
+        assert back.output == net.output and confidnet_arch(back) == confidnet_arch(net), kw
+        assert torch.equal(back(z), net(z)), kw

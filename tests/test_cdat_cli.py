@@ -85,7 +85,9 @@ def test_cdat_method_on_every_baseline(model, confidence, baselines, tmp_path, c
     assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
     if confidence == 'confidnet':
         cn = load_checkpoint(top/'confidnet'/'confidnet.pt')
-        assert cn['arch'] == {} and len(cn['history']['valid_mse']) == 5
+        # the trained net's own settings, defaults included, so that load_confidnet rebuilds it exactly
+        assert cn['arch'] == {'n_layers': 4, 'hidden': [256] * 3, 'dropout': 0.5, 'output': 'sigmoid'}
+        assert len(cn['history']['valid_mse']) == 5
         # the CDaT stage's checkpoint holds the frozen ConfidNet it used, unchanged
         saved = load_checkpoint(top/'cdat'/'last.pt')['cbs']['CDaT']['confidnet']
         for k, v in cn['model'].items(): assert torch.equal(saved[k], v), k
@@ -236,3 +238,23 @@ def test_analyze_masking_errors_are_one_line(args, needle, baselines, capsys):
     args = [str(baselines('naive')) if a == 'RUN' else a for a in args]
     rc, out, err = run(capsys, 'analyze', 'masking', *args)
     one_error(rc, err, needle)
+
+def test_confidnet_output_option_survives_save_and_load(tmp_path, capsys):
+    "--confidnet-arg output=\"linear\" (the official network): the saved file rebuilds that net, not the sigmoid default"
+    from cdatlib.config import load_confidnet
+    from cdatlib.cdat.confidence import ConfidNet
+    rc, out, err = run(capsys, 'train', '--method', 'cdat', '--confidence', 'confidnet', *FAST, *CONFIDNET,
+                       '--confidnet-arg', 'output="linear"', '--confidnet-arg', 'hidden=[16, 8]', '--confidnet-arg', 'n_layers=3',
+                       '--out-dir', str(tmp_path))
+    assert rc == 0, err[-3000:]
+    path = next(tmp_path.glob('*/seed-0'))/'confidnet'/'confidnet.pt'
+    ck = load_checkpoint(path)
+    assert ck['arch'] == {'n_layers': 3, 'hidden': [16, 8], 'dropout': 0.5, 'output': 'linear'}
+    net = load_confidnet(path)
+    # the trained net, rebuilt by hand from its weights with the settings it was trained with
+    ref = ConfidNet(ck['in_dim'], n_layers=3, hidden=[16, 8], output='linear'); ref.load_state_dict(ck['model']); ref.eval()
+    z = torch.randn(7, ck['in_dim']) * 10
+    assert net.output == 'linear' and torch.equal(net(z), ref(z))
+    # the CDaT stage trained with that same network (its checkpoint holds the weights it used)
+    saved = load_checkpoint(path.parents[1]/'cdat'/'last.pt')['cbs']['CDaT']['confidnet']
+    for k, v in ck['model'].items(): assert torch.equal(saved[k], v), k

@@ -18,9 +18,9 @@ from ..dataset import MODALITIES
 from ..learner import to_device
 
 # %% auto #0
-__all__ = ['drop_blocks', 'tile_parts', 'supports_fuse', 'train_mode', 'forward_dropped', 'fuse_dropped', 'label_matrix',
-           'sample_jaccard', 'MaskingReport', 'masking_gains', 'masking_predictions', 'masking_analysis',
-           'plot_masking', 'masking_for_run', 'corrupt']
+__all__ = ['LABEL_SET_KINDS', 'drop_blocks', 'tile_parts', 'supports_fuse', 'train_mode', 'forward_dropped', 'fuse_dropped',
+           'label_matrix', 'sample_jaccard', 'MaskingReport', 'masking_gains', 'masking_predictions',
+           'masking_analysis', 'plot_masking', 'masking_for_run', 'corrupt']
 
 # %% ../../nbs/15_cdat_masking.ipynb #cbee9736
 def drop_blocks(B:int, # batch size
@@ -121,6 +121,8 @@ def sample_jaccard(pred:np.ndarray, # (N, C) bool predicted labels
     inter, union = (pred & true).sum(1), (pred | true).sum(1)
     return np.where(union == 0, 1., inter / np.maximum(union, 1))
 
+LABEL_SET_KINDS = ('multilabel', 'binary_per_class') # the task kinds whose labels are a set, which can be empty
+
 @dataclass
 class MaskingReport:
     "Result of `masking_gains`: the table and the per-instance arrays behind it"
@@ -136,7 +138,7 @@ def masking_gains(y, # (N, C) true labels (0/1), or (N,) sentiment values for 'r
                   p_dropped, # (3, N, C) (or a list of 3) predictions with MODALITIES[k] masked
                   kind:str='multilabel', # task kind, for how predictions become labels
                   criterion:str='jaccard', # 'jaccard': the Jaccard index goes up; 'exact': becomes an exact match
-                  drop_empty:bool=False, # leave out the instances with no positive label
+                  drop_empty:bool=False, # label-set tasks: leave out the instances with no positive label (ignored for regression)
                   threshold:float=0.5, # probability threshold
                  )->MaskingReport:
     "Per modality and for their union: the share of misclassified instances whose prediction improves when it is masked"
@@ -144,7 +146,8 @@ def masking_gains(y, # (N, C) true labels (0/1), or (N,) sentiment values for 'r
     true, full = label_matrix(y, kind, threshold), label_matrix(p_full, kind, threshold)
     dropped = [label_matrix(p, kind, threshold) for p in p_dropped]
     if len(dropped) != len(MODALITIES): raise ValueError(f"p_dropped needs one prediction per modality {MODALITIES}")
-    kept = true.any(1) if drop_empty else np.ones(len(true), bool)
+    # only a label set can be empty: a regression value's 'no label' would be every negative sentiment
+    kept = true.any(1) if drop_empty and kind in LABEL_SET_KINDS else np.ones(len(true), bool)
     wrong = kept & (full != true).any(1)
     j_full = sample_jaccard(full, true)
     if criterion == 'jaccard': better = [sample_jaccard(d, true) > j_full for d in dropped]
@@ -221,14 +224,14 @@ def masking_for_run(run_dir, # a seed folder written by `cdat train` (config.jso
                     batch_size:int=None, # default: the run's batch size
                    )->MaskingReport:
     "`masking_analysis` of a trained run's selected weights on `split`"
-    from cdatlib.config import load_config, build_model, ConfigError
+    from cdatlib.config import load_config, build_model, resolve_layout, ConfigError
     from cdatlib.formats import load_dataset
     from cdatlib.learner import load_checkpoint, DeviceLoader
     run_dir = Path(run_dir)
     cfg = load_config(run_dir)
     ckpt = run_dir/'best.pt'
     if not ckpt.exists(): raise ConfigError(f"{ckpt}: no checkpoint; was this run trained?")
-    data = load_dataset(cfg.data_path(), layout=cfg.layout or None)
+    data = load_dataset(cfg.data_path(), layout=resolve_layout(cfg.layout)) # 'npz' -> 'utterance', as `cdat train` reads it
     if split not in data.splits: raise ConfigError(f"split: {split!r} is not one of {data.splits}")
     model = build_model(cfg, data)
     model.load_state_dict(load_checkpoint(ckpt)['model'])

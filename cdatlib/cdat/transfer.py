@@ -184,38 +184,30 @@ class CDaT(Callback):
 # %% ../../nbs/17_cdat_transfer.ipynb #4f8a4063
 def cdat_stages(baseline:nn.Module, # the trained fusion model (stage 1); not changed
                 data, # the `MultimodalData` it was trained on
-                run_dir, # folder for confidnet.pt and cdat/ (best.pt, last.pt, log.csv)
+                run_dir, # folder for confidnet/confidnet.pt and cdat/ (best.pt, last.pt, log.csv), as `cdat train --method cdat`
                 confidence:str='confidnet', # 'const', 'ce' or 'confidnet'
                 alpha:float=1e4, # weight of L_DCKT
                 epochs:int=10, # CDaT fine-tuning epochs
                 confidnet_args:dict=None, # keyword arguments of `fit_confidnet` (epochs, lr, n_layers, hidden, ...)
                 cdat_args:dict=None, # more keyword arguments of `CDaT` (adjust, weighting, detach_teacher, ...)
-                resume:bool=True, # reuse a saved confidnet.pt and continue from cdat/last.pt when present
+                resume:bool=True, # reuse a saved confidnet/confidnet.pt and continue from cdat/last.pt when present
                 **learner_args, # `build_learner` arguments for the fine-tuning (lr, batch_size, device, ...)
                ):
     "Stage 2 (ConfidNet on the frozen baseline's cached z) and stage 3 (fine-tuning with the CDaT callback); returns the Learner"
     from pathlib import Path
-    from cdatlib.learner import build_learner, dataloaders, atomic_save, load_checkpoint, default_device
-    from cdatlib.cdat.confidence import fit_confidnet, ConfidNet
+    from cdatlib.learner import build_learner, dataloaders, default_device
+    from cdatlib.cdat.confidence import fit_confidnet
+    from cdatlib.config import save_confidnet, load_confidnet # the CLI's file format (imported here: config imports this module lazily)
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
-    net, cn_path = None, run_dir/'confidnet.pt'
+    net, cn_path = None, run_dir/'confidnet'/'confidnet.pt'
     if confidence == 'confidnet':
         ca = dict(confidnet_args or {})
-        if resume and cn_path.exists():
-            ck = load_checkpoint(cn_path)
-            arch = dict(ck['arch'])
-            if 'output' not in arch and 'sigmoid' not in arch: arch['output'] = 'linear' # saved before the sigmoid default
-            net = ConfidNet(ck['in_dim'], **arch)
-            net.load_state_dict(ck['model']); net.eval()
+        if resume and cn_path.exists(): net = load_confidnet(cn_path) # frozen, eval mode
         else:
             device = learner_args.get('device') or default_device()
             dls = dataloaders(data, learner_args.get('batch_size', 64), device=device, on_device=learner_args.get('on_device', 'auto'))
             net, hist = fit_confidnet(baseline.to(device), {'train': dls['train'], 'valid': dls['valid']}, data.task, **ca)
-            arch = {k: ca[k] for k in ('n_layers', 'hidden', 'dropout') if k in ca}
-            arch['output'] = net.output # always recorded, so a later change of the default cannot misread the file
-            if isinstance(arch.get('hidden'), tuple): arch['hidden'] = list(arch['hidden'])
-            atomic_save({'model': net.state_dict(), 'in_dim': net.net[0].in_features, 'arch': arch,
-                         'history': hist.to_dict('list'), 'best_epoch': hist.attrs.get('best_epoch')}, cn_path)
+            save_confidnet(net, cn_path, history=hist) # records the net's own settings (output included)
     model = copy.deepcopy(baseline)
     cb = CDaT(alpha=alpha, confidence=confidence, confidnet=net, **(cdat_args or {}))
     cfg = {'cdat': {'confidence': confidence, 'alpha': alpha, **{k: v for k, v in (cdat_args or {}).items()}}}

@@ -6,12 +6,12 @@ Docs: https://cdatlib.github.io/cdatlib/hycon_mosi.html.md"""
 
 # %% auto #0
 __all__ = ['VARIANTS', 'MAIN', 'ABLATIONS', 'MARGINS', 'PUBLISHED', 'METRICS', 'TRAIN_DEFAULTS', 'KEY', 'SETTINGS', 'COLUMNS',
-           'SPLIT_TITLES', 'read_transcripts', 'match_transcripts', 'default_cache_dir', 'text_cache_path',
-           'encode_transcripts', 'load_hycon_mosi', 'load_hycon_samples', 'variant_args', 'build_hycon', 'fit_hycon',
-           'read_results', 'run_hycon_mosi', 'results_table', 'paired_differences', 'environment', 'write_report',
-           'main', 'representations', 'pair_scores']
+           'SPLIT_TITLES', 'REGENERATE', 'read_transcripts', 'match_transcripts', 'default_cache_dir',
+           'text_cache_path', 'encode_transcripts', 'load_hycon_mosi', 'load_hycon_samples', 'variant_args',
+           'build_hycon', 'fit_hycon', 'read_results', 'run_hycon_mosi', 'results_table', 'paired_differences',
+           'environment', 'write_report', 'main', 'representations', 'pair_scores']
 
-# %% ../../nbs/19_hycon_mosi.ipynb #e80a2589
+# %% ../../nbs/19_hycon_mosi.ipynb #a81fee52
 import os, io, sys, json, time, math, shlex, hashlib, argparse, tempfile, platform, importlib.metadata
 from pathlib import Path
 import numpy as np
@@ -26,7 +26,7 @@ from ..metrics import mean_std_table
 from ..hycon import HyConModel, normalise, same_class
 from . import real_mosi
 
-# %% ../../nbs/19_hycon_mosi.ipynb #40f67369
+# %% ../../nbs/19_hycon_mosi.ipynb #5664f78c
 def read_transcripts(path, # transcripts.csv: no header; segment id, TEXT, video number, binary label
                     )->pd.DataFrame: # columns segment_id, text (in file order)
     "The MOSI transcripts file as (segment_id, text), with one clear error per malformed field"
@@ -54,7 +54,7 @@ def match_transcripts(ids:list, # segment ids of the feature rows, e.g. `data.tr
               'unused_transcripts': len(set(by_id) - set(ids)), 'empty_texts': sum(not t.strip() for t in texts)}
     return texts, report
 
-# %% ../../nbs/19_hycon_mosi.ipynb #6f36212f
+# %% ../../nbs/19_hycon_mosi.ipynb #1dbd9eb6
 def default_cache_dir()->Path:
     "Where encoded transcripts are cached: $CDATLIB_CACHE, else ~/.cache/cdatlib"
     return Path(os.environ.get('CDATLIB_CACHE') or Path.home()/'.cache'/'cdatlib')
@@ -91,7 +91,7 @@ def encode_transcripts(texts:list, # transcripts, any case (MiniLM lower-cases t
         buf = io.BytesIO(); np.save(buf, E); atomic_write(f, buf.getvalue())
     return E
 
-# %% ../../nbs/19_hycon_mosi.ipynb #cefc8b14
+# %% ../../nbs/19_hycon_mosi.ipynb #3f45319d
 def _standardise_text(data:MultimodalData, E:dict)->MultimodalData:
     "Put the (N, hidden) embeddings of each split in as length-1 text sequences, standardised with train statistics"
     mu, sd = E['train'].mean(0), E['train'].std(0).clip(min=1e-6)
@@ -146,7 +146,7 @@ def load_hycon_samples(path=None, # an MMSA pickle with raw_text; None: data_sam
     E = {s: encode_transcripts(data[s].raw_text, cache_dir) for s in data.splits}
     return _standardise_text(data, E)
 
-# %% ../../nbs/19_hycon_mosi.ipynb #aed5fab1
+# %% ../../nbs/19_hycon_mosi.ipynb #701b0b02
 # name -> (table, HyConModel arguments). Tables: 'main' (Table 1 / first row of Table 4), 'ablation' (Table 4), 'margin' (Table 6)
 VARIANTS = {
     'HyCon': ('main', {}),
@@ -186,7 +186,7 @@ def variant_args(name:str)->dict:
     if name not in VARIANTS: raise KeyError(f"unknown HyCon variant {name!r}; the variants are: {', '.join(VARIANTS)}")
     return dict(VARIANTS[name][1])
 
-# %% ../../nbs/19_hycon_mosi.ipynb #2e531c6c
+# %% ../../nbs/19_hycon_mosi.ipynb #2a99ffc2
 # Acc-2 / F1 in the paper's convention: negative vs positive, zero labels dropped (`acc2_non0`, `f1_non0`)
 METRICS = ('acc7', 'acc2_non0', 'f1_non0', 'mae', 'corr', 'acc2_has0', 'f1_has0')
 TRAIN_DEFAULTS = dict(n_epochs=20, lr=1e-3, batch_size=32, d=50, layers=1, heads=5, dropout=0.1)
@@ -213,7 +213,7 @@ def fit_hycon(variant:str, # a key of `VARIANTS`
     return learn, {k: res[k] for k in METRICS} | {'valid_mae': learn.best_score, 'best_epoch': learn.best_epoch,
                                                    'seconds': round(time.time() - t0, 1)}
 
-# %% ../../nbs/19_hycon_mosi.ipynb #7d79793b
+# %% ../../nbs/19_hycon_mosi.ipynb #d498bf99
 KEY = ('split', 'variant', 'seed')
 SETTINGS = ('n_epochs', 'lr', 'batch_size', 'd', 'layers')
 
@@ -261,7 +261,7 @@ def run_hycon_mosi(variants=None, # names in `VARIANTS`; default `MAIN`
     out.attrs['ran'] = len(new)
     return out
 
-# %% ../../nbs/19_hycon_mosi.ipynb #3285c983
+# %% ../../nbs/19_hycon_mosi.ipynb #f3134a5e
 def _fmt(vals, pct:bool)->str:
     v = np.asarray(vals, float) * (100 if pct else 1)
     sd = v.std(ddof=1) if len(v) > 1 else float('nan')
@@ -316,6 +316,9 @@ def environment()->dict:
 SPLIT_TITLES = {'std': 'Standard split (SDK folds: 1284 / 229 / 686 segments)',
                 'poria': "Speaker-independent split (Poria et al.: 62 train videos, 10% of them held out as valid / 31 test videos, 752 segments)"}
 
+REGENERATE = ('python -m cdatlib.experiments.hycon_mosi --variants main --splits std poria --seeds 0 1 2 3 4',
+              'python -m cdatlib.experiments.hycon_mosi --variants ablation margin --splits std --seeds 0 1 2 3 4')
+
 def write_report(df:pd.DataFrame, # all rows (from the csv)
                  md_path, # e.g. experiments/results/hycon_mosi.md
                  command:str='')->Path:
@@ -337,7 +340,7 @@ def write_report(df:pd.DataFrame, # all rows (from the csv)
           'in seconds on a CPU. The numbers are therefore not comparable one to one; the comparison that this table '
           'can make is between rows of the same column.', '',
           f"- command of the latest invocation: `{command}`" if command else '- command: (not recorded)',
-          '- every row (resumable: finished rows are skipped): `python -m cdatlib.experiments.hycon_mosi --variants all --splits std poria --seeds 0 1 2 3 4`',
+          '- every row (resumable: finished rows are skipped): ' + ' then '.join(f'`{c}`' for c in REGENERATE),
           f"- settings: " + ', '.join(f"{k} {v if len(v) > 1 else v[0]}" for k, v in s.items()) +
           ', heads 5, dropout 0.1, AdamW (wd 0.01), 10% warm-up + linear decay, grad clip 1.0, HyCon defaults '
           '(alpha 0.8, lambdas 1, beta 0.2, gamma 1, zero labels positive, degenerate anchors skipped, mean over anchors)',
@@ -366,7 +369,7 @@ def write_report(df:pd.DataFrame, # all rows (from the csv)
     atomic_write(p, '\n'.join(md) + '\n')
     return p
 
-# %% ../../nbs/19_hycon_mosi.ipynb #473f5219
+# %% ../../nbs/19_hycon_mosi.ipynb #e1ed579f
 def main(argv=None):
     "Command line: `python -m cdatlib.experiments.hycon_mosi --variants main --splits std poria --seeds 0 1 2 3 4`"
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -396,7 +399,7 @@ def main(argv=None):
 # run as `python -m cdatlib.experiments.hycon_mosi`, never when a notebook kernel executes this cell
 if __name__ == '__main__' and str(getattr(sys.modules['__main__'], '__file__', '')).endswith('hycon_mosi.py'): main()
 
-# %% ../../nbs/19_hycon_mosi.ipynb #e9ae5416
+# %% ../../nbs/19_hycon_mosi.ipynb #b72f1ec9
 def representations(model:HyConModel, ds:MultimodalDataset, device='cpu')->tuple:
     "(z (N, d) fused representations, {modality: (N, d) x^m}, y (N,)) of a split, in eval mode, without gradients"
     was = model.training; model.eval()
