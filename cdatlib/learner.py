@@ -31,7 +31,7 @@ __all__ = ['LOSS_TERM_ORDER', 'LOSS_TERM_BAND', 'CancelFitException', 'CancelEpo
            'NonFiniteLossError', 'NonFiniteLossCB', 'file_mode', 'atomic_write', 'atomic_save', 'clean_stale_tmp',
            'CheckpointError', 'load_checkpoint', 'RunLockError', 'RunLock', 'is_better', 'CheckpointCB',
            'EarlyStoppingCB', 'CSVLoggerCB', 'DeviceLoader', 'fits_on_device', 'dataloaders', 'build_learner',
-           'fit_seeds', 'L2Penalty']
+           'fit_seeds', 'L2Penalty', 'SingleBatchCB', 'LRFinderCB', 'masked_std', 'ActivationStatsCB']
 
 # %% ../nbs/08_learner.ipynb #6ff2cb81
 class CancelFitException(Exception): "Raise in a callback to stop training; `after_fit` still runs"
@@ -887,3 +887,109 @@ class L2Penalty(Callback):
         if not h: return
         terms = [s.exp() * v.float().pow(2).mean() - s for s, v in zip(self.log_scale, h.values())]
         learn.add_loss(self.name, self.weight * sum(terms))
+
+# %% ../nbs/08_learner.ipynb #e5154514
+class SingleBatchCB(Callback):
+    "Run one training batch, then cancel the fit: leaves `learn.batch`, `learn.out`, `learn.loss` to inspect"
+    order = 1 # after callbacks of order 0 have seen the batch
+    def after_batch(self, learn): raise CancelFitException()
+
+# %% ../nbs/08_learner.ipynb #c811bc98
+class LRFinderCB(Callback):
+    "Grow the learning rate exponentially per training step, record (lr, loss), stop when the loss diverges"
+    order = 95 # after the loss-term band (the full loss), before NonFiniteLossCB (100) would raise on a NaN
+    def __init__(self,
+                 start_lr:float=1e-7, end_lr:float=10., # learning rates of the first and of step `n_iter`
+                 n_iter:int=100, # at most this many steps
+                 diverge:float=4., # stop when the smoothed loss exceeds `diverge` times its minimum
+                 beta:float=0.9, # smoothing of the loss for the divergence test
+                ): self.start_lr, self.end_lr, self.n_iter, self.diverge, self.beta = start_lr, end_lr, n_iter, diverge, beta
+    def lr_at(self, i:int)->float: return self.start_lr * (self.end_lr / self.start_lr) ** (i / max(1, self.n_iter - 1))
+    def _set_lr(self, learn, lr):
+        for g in learn.opt.param_groups: g['lr'] = lr
+    def before_fit(self, learn):
+        self.lrs, self.losses, self.avg, self.best = [], [], 0., math.inf
+        self._set_lr(learn, self.lr_at(0))
+    def after_loss(self, learn):
+        if not learn.training: return
+        loss = float(learn.loss.detach())
+        self.lrs.append(learn.opt.param_groups[0]['lr']); self.losses.append(loss)
+        if not math.isfinite(loss): raise CancelFitException() # before a NaN gradient reaches the weights
+        self.avg = self.beta * self.avg + (1 - self.beta) * loss
+        smooth = self.avg / (1 - self.beta ** len(self.losses)) # bias-corrected, as in Adam
+        self.best = min(self.best, smooth)
+        if smooth > self.diverge * self.best: raise CancelFitException()
+    def after_batch(self, learn):
+        if not learn.training: return
+        if len(self.lrs) >= self.n_iter: raise CancelFitException()
+        self._set_lr(learn, self.lr_at(len(self.lrs)))
+    def __iter__(self): return iter((self.lrs, self.losses)) # `lrs, losses = learn.lr_find()`
+    def plot(self, figsize=(4, 2.5)):
+        "Training loss against the learning rate, on a log scale"
+        import matplotlib.pyplot as plt # only needed for plotting
+        fig, ax = plt.subplots(figsize=figsize)
+        ax.plot(self.lrs, self.losses); ax.set(xscale='log', xlabel='learning rate', ylabel='training loss')
+        plt.tight_layout()
+        return fig
+
+# %% ../nbs/08_learner.ipynb #32c7f517
+_LR_FIND_SKIPS = (MetricsCB, WarmupLinearCB, RecorderCB, CheckpointCB, EarlyStoppingCB, CSVLoggerCB)
+
+@patch
+def lr_find(self:Learner,
+            start_lr:float=1e-7, end_lr:float=10., # the range of learning rates tried
+            n_iter:int=100, # at most this many training steps (several epochs if the loader is shorter)
+            diverge:float=4., # stop when the smoothed loss exceeds this multiple of its minimum
+           )->LRFinderCB:
+    "Losses under an exponentially growing learning rate; leaves weights, optimiser and RNG as they were"
+    kept = [cb for cb in self.cbs if not isinstance(cb, _LR_FIND_SKIPS)] # the skipped ones are not touched
+    saved = dict(model=_copy_state(self.model), rng=get_rng_state(), cbs=self.cbs, dls=self.dls,
+                 cb_params={k: [p.detach().clone() for p in ps] for k, ps in self.cb_params().items()},
+                 cb_states={id(cb): copy.deepcopy(cb.state_dict()) for cb in kept if hasattr(cb, 'state_dict')},
+                 loader_rng={s: g.get_state() for s, g in _loader_generators(self.dls).items()},
+                 attrs={k: getattr(self, k, None) for k in ('opt', 'sched', 'scaler', 'history', 'metrics', 'epoch',
+                                                            'start_epoch', 'n_epochs', 'epochs')})
+    finder = LRFinderCB(start_lr, end_lr, n_iter, diverge)
+    try:
+        self.cbs = kept + [finder]
+        self.dls = {'train': self.dls['train']} # no validation pass: the finder looks at the training loss
+        self.fit(math.ceil(n_iter / len(self.dls['train'])))
+    finally:
+        self.cbs, self.dls = saved['cbs'], saved['dls']
+        self.model.load_state_dict(saved['model'])
+        with torch.no_grad():
+            for k, ps in self.cb_params().items():
+                for p, t in zip(ps, saved['cb_params'].get(k, [])): p.copy_(t)
+        for cb in self.cbs:
+            if id(cb) in saved['cb_states']: cb.load_state_dict(saved['cb_states'][id(cb)])
+        for k, v in saved['attrs'].items(): setattr(self, k, v)
+        set_rng_state(saved['rng'])
+        gens = _loader_generators(self.dls)
+        for s, st in saved['loader_rng'].items(): gens[s].set_state(st)
+    return finder
+
+# %% ../nbs/08_learner.ipynb #e57b82e0
+def masked_std(h:torch.Tensor, # (B, D) vectors, or (B, L, D) sequences
+               mask:torch.Tensor=None, # (B, L) bool, real steps of a sequence; None: all count
+              )->float:
+    "Standard deviation of all values of `h`, over the real steps only when `mask` is given"
+    h = h.detach().float()
+    if mask is not None and h.ndim == 3: h = h[mask.bool()]
+    return float(h.std()) if h.numel() > 1 else float('nan')
+
+class ActivationStatsCB(Callback):
+    "Per training step, the std of each modality's representation `h_m` (real steps only): `self.stds[m]`"
+    order = 90
+    def before_fit(self, learn): self.stds = {}
+    def after_predict(self, learn):
+        if not learn.training: return
+        masks = learn.out.h_masks or {}
+        for m, h in learn.out.h.items(): self.stds.setdefault(m, []).append(masked_std(h, masks.get(m)))
+    def plot(self, figsize=(5, 2.5)):
+        "The std of each `h_m` against the training step"
+        import matplotlib.pyplot as plt # only needed for plotting
+        fig, ax = plt.subplots(figsize=figsize)
+        for m, s in self.stds.items(): ax.plot(s, label=m)
+        ax.set(xlabel='training step', ylabel='std of h_m'); ax.legend()
+        plt.tight_layout()
+        return fig

@@ -320,7 +320,11 @@ def test_cdat_stages_resume(tmp_path):
     base = NaiveFusion(data.dims, data.task.n_outputs, hidden=8, head_hidden=8)
     kw = dict(lr=1e-3, batch_size=64, warmup=None, csv=None, progress=False, device='cpu')
     learn = cdat_stages(base, data, tmp_path, confidence='confidnet', epochs=1, confidnet_args=dict(epochs=2, lr=1e-3), **kw)
-    assert (tmp_path/'confidnet.pt').exists() and (tmp_path/'cdat'/'best.pt').exists()
+    # the CLI's folders and file format: confidnet/confidnet.pt, read back by load_confidnet as the same net
+    assert (tmp_path/'confidnet'/'confidnet.pt').exists() and (tmp_path/'cdat'/'best.pt').exists()
+    from cdatlib.config import load_confidnet
+    z = torch.randn(5, learn.confidnet.net[0].in_features)
+    assert torch.equal(load_confidnet(tmp_path/'confidnet'/'confidnet.pt')(z), learn.confidnet.eval()(z))
     w0 = copy.deepcopy(learn.confidnet.state_dict())
     again = cdat_stages(base, data, tmp_path, confidence='confidnet', epochs=1, confidnet_args=dict(epochs=2), **kw)
     assert all(torch.equal(w0[k], v) for k, v in again.confidnet.state_dict().items()) # loaded, not retrained
