@@ -129,3 +129,119 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert all(torch.isfinite(v).all() for v in ck['model'].values())
     import pandas as pd
     assert list(pd.read_csv(run/'log.csv').epoch) == [0, 1]   # the failed epoch is not logged
+
+
+# ---- in-process tests of the debugging tools: SingleBatchCB, lr_find, ActivationStatsCB ----
+from torch import nn
+from cdatlib.dataset import Task, MultimodalDataset, MultimodalData, masks_from_padding
+from cdatlib.models.core import FusionModel, FusionOutput
+from cdatlib import learner as L
+
+
+def _toy_data(n=40, seed=0):
+    def split(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        f = {'text': torch.randn(n, 5, 6, generator=g), 'audio': torch.randn(n, 4, 3, generator=g),
+             'vision': torch.randn(n, 3, 4, generator=g)}
+        f['text'][: n // 2, 3:] = 0 # padding: the first half has 3 real text steps of 5
+        y = (f['text'][:, :3].mean((1, 2)) + f['audio'][:, 0, 0])[:, None]
+        return MultimodalDataset(f, y, Task('regression', ('sentiment',), 'toy'), masks={'text': masks_from_padding(f['text'])})
+    return MultimodalData({'train': split(n, seed + 1), 'valid': split(20, seed + 2), 'test': split(20, seed + 3)})
+
+
+class SeqToy(FusionModel):
+    "text stays a sequence (with its mask as `h_masks`), audio and vision become vectors"
+    def __init__(self, dims, n_outputs):
+        super().__init__(dims, n_outputs)
+        self.enc = nn.ModuleDict({m: nn.Linear(d, 4) for m, d in dims.items()})
+        self.head = nn.Linear(12, n_outputs)
+    def forward(self, batch, drop=()):
+        h = {'text': self.enc['text'](batch['text']),
+             'audio': self.enc['audio'](batch['audio'].mean(1)), 'vision': self.enc['vision'](batch['vision'].mean(1))}
+        m = batch['text_mask'].unsqueeze(-1).float()
+        text = (h['text'] * m).sum(1) / m.sum(1).clamp(min=1)
+        z = torch.cat([text, h['audio'], h['vision']], -1)
+        return FusionOutput(h=h, z=z, logits=self.head(z), h_masks={'text': batch['text_mask']})
+
+
+def _learner(data, cbs=(), **kw):
+    torch.manual_seed(0)
+    return L.Learner(SeqToy(data.dims, 1), data.dataloaders(batch_size=8, seed=0), data.task,
+                     cbs=[L.ProgressCB(show=False), *cbs], **kw)
+
+
+def _weights(model): return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_single_batch_cb_runs_one_training_batch():
+    data = _toy_data()
+    n = {'train': 0, 'valid': 0}
+    class Count(L.Callback):
+        def after_batch(self, learn): n[learn.split] += 1
+    learn = _learner(data, [L.SingleBatchCB(), Count()])
+    before = _weights(learn.model)
+    learn.fit(3)
+    assert n == {'train': 1, 'valid': 0}
+    assert learn.history == []
+    assert learn.out.logits.shape == (8, 1)
+    assert not all(torch.equal(v, learn.model.state_dict()[k]) for k, v in before.items()) # one step was taken
+
+
+def test_lr_find_has_no_side_effect(tmp_path):
+    data = _toy_data()
+    l2 = L.L2Penalty() # an add-on with parameters of its own: they must come back too
+    learn = _learner(data, [L.CheckpointCB(), L.CSVLoggerCB(), l2], path=tmp_path)
+    before, scale, rng = _weights(learn.model), l2.log_scale.detach().clone(), torch.get_rng_state()
+    cbs = list(learn.cbs)
+    lrs, losses = finder = learn.lr_find(n_iter=30)
+    assert len(lrs) == len(losses) and 2 < len(lrs) <= 30
+    ratios = torch.tensor(lrs[1:]) / torch.tensor(lrs[:-1])
+    assert torch.allclose(ratios, ratios[0].expand_as(ratios)) and ratios[0] > 1 # exponential growth
+    assert lrs[0] == pytest.approx(1e-7)
+    assert all(torch.equal(v, learn.model.state_dict()[k]) for k, v in before.items())
+    assert torch.equal(l2.log_scale.detach(), scale)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert list(tmp_path.iterdir()) == [] # neither checkpoints nor a CSV log
+    assert learn.opt is None and learn.history == []
+    assert learn.cbs == cbs and finder not in learn.cbs # the Learner's own callbacks are back
+    # and the next fit is the one it would have been without the finder
+    learn.fit(2)
+    ref = _learner(data, [L.CheckpointCB(), L.CSVLoggerCB(), L.L2Penalty()], path=tmp_path/'ref')
+    ref.fit(2)
+    assert [h['valid_mae'] for h in learn.history] == [h['valid_mae'] for h in ref.history]
+
+
+def test_lr_find_stops_on_divergence_and_on_nan():
+    data = _toy_data()
+    class Explode(L.Callback): # a loss that grows 10x per training step from step 5 on
+        order = 40
+        def before_fit(self, learn): self.step = 0
+        def after_loss(self, learn):
+            if not learn.training: return
+            if self.step >= 5: learn.add_loss('boom', torch.tensor(10. ** (self.step - 4)))
+            self.step += 1
+    assert len(_learner(data, [Explode()]).lr_find(n_iter=100).lrs) < 10
+    class Nan(L.Callback):
+        def after_loss(self, learn):
+            if learn.training and learn.iter == 2: learn.add_loss('bad', torch.tensor(float('nan')))
+    learn = _learner(data, [Nan(), L.NonFiniteLossCB()])
+    before = _weights(learn.model)
+    assert len(learn.lr_find(n_iter=100).lrs) == 3 # stopped by the finder, before NonFiniteLossCB raised
+    assert all(torch.equal(v, learn.model.state_dict()[k]) for k, v in before.items())
+
+
+def test_activation_stats_match_hand_computation():
+    data = _toy_data()
+    stats = L.ActivationStatsCB()
+    learn = _learner(data, [stats, L.SingleBatchCB()])
+    learn.fit(1)
+    b, out = learn.batch, learn.out
+    mask = b['text_mask']
+    assert not mask.all() # the batch has padding, so pooling over real steps matters
+    real = torch.cat([out.h['text'][i, mask[i]] for i in range(len(mask))]).flatten()
+    assert stats.stds['text'] == [pytest.approx(real.std().item(), rel=1e-5)]
+    assert stats.stds['text'][0] != pytest.approx(out.h['text'].std().item(), rel=1e-3) # padding would change it
+    assert stats.stds['audio'] == [pytest.approx(out.h['audio'].flatten().std().item(), rel=1e-5)]
+    full = _learner(data, [stats2 := L.ActivationStatsCB()])
+    full.fit(2)
+    assert {m: len(s) for m, s in stats2.stds.items()} == {m: 2 * len(full.dls['train']) for m in ('text', 'audio', 'vision')}
