@@ -21,8 +21,8 @@ from .metrics import mean_std_frame, selection_metric
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'STAGES', 'load_data', 'data_report', 'checked_data', 'train', 'evaluate', 'method_stages',
-           'analyze_masking', 'masking_table', 'save_masking_plot', 'make_parser', 'config_from_args', 'print_summary',
-           'RunFailedError', 'error_line', 'main']
+           'analyze_masking', 'masking_table', 'save_masking_plot', 'key_value', 'make_parser', 'config_from_args',
+           'print_summary', 'RunFailedError', 'error_line', 'main']
 
 # %% ../nbs/13_cli.ipynb #7b5048d7
 RUN_FILES = ('config.json', 'best.pt', 'last.pt', 'log.csv', 'done.json') # what `train` writes in a seed folder
@@ -351,7 +351,8 @@ def save_masking_plot(reports:dict, # from `analyze_masking`
     return atomic_write(path, buf.getvalue())
 
 # %% ../nbs/13_cli.ipynb #22ac2291
-def _kv(s):
+def key_value(s:str)->tuple:
+    "`KEY=VALUE` from the command line as (key, value); the value is read as JSON when it parses"
     if '=' not in s: raise argparse.ArgumentTypeError(f"expected key=value, got {s!r}")
     k, v = s.split('=', 1)
     try: v = json.loads(v)
@@ -370,7 +371,7 @@ def _run_args(t, verb='train'):
     aliases = ''.join(f", {a} (= {b})" for a, b in LAYOUT_ALIASES.items())
     t.add_argument('--layout', help=f"force a layout: {', '.join(LAYOUTS)}{aliases} (default: detect)")
     t.add_argument('--model', help=f"one of {', '.join(MODELS)} (default {d.model})")
-    t.add_argument('--model-arg', action='append', type=_kv, default=[], metavar='KEY=VALUE',
+    t.add_argument('--model-arg', action='append', type=key_value, default=[], metavar='KEY=VALUE',
                    help='a model constructor argument; repeat for several')
     for name, tp, hlp in [('epochs', int, 'maximum epochs'), ('batch-size', int, 'samples per batch'),
                           ('lr', float, 'peak learning rate'), ('weight-decay', float, 'AdamW weight decay'),
@@ -379,7 +380,7 @@ def _run_args(t, verb='train'):
         t.add_argument(f'--{name}', type=tp, help=f"{hlp} (default {getattr(d, name.replace('-', '_'))})")
     t.add_argument('--with', dest='addons', action='append', default=[], metavar='NAME',
                    help=f"attach an add-on ({', '.join(ADDONS)}); repeat for several")
-    t.add_argument('--with-arg', action='append', type=_kv, default=[], metavar='NAME.KEY=VALUE',
+    t.add_argument('--with-arg', action='append', type=key_value, default=[], metavar='NAME.KEY=VALUE',
                    help="an argument of an attached add-on, e.g. l2.weight=0.01; repeat for several")
     t.add_argument('--init-from', metavar='RUN_DIR', help="start from the best weights of a finished run's seed folder "
                    "(with --method cdat: the baseline, whose stage is then skipped)")
@@ -388,7 +389,7 @@ def _run_args(t, verb='train'):
     t.add_argument('--confidence', choices=CONFIDENCES, help=f"CDaT's modality confidence (default {d.confidence})")
     t.add_argument('--alpha', type=float, help=f"weight of CDaT's transfer loss (default {d.alpha:g})")
     t.add_argument('--cdat-epochs', type=int, help='epochs of the CDaT fine-tuning stage (default: --epochs)')
-    t.add_argument('--confidnet-arg', action='append', type=_kv, default=[], metavar='KEY=VALUE',
+    t.add_argument('--confidnet-arg', action='append', type=key_value, default=[], metavar='KEY=VALUE',
                    help='a setting of the ConfidNet stage (epochs, lr, n_layers, hidden, ...); repeat for several')
     t.add_argument('--seeds', type=int, nargs='+', help='one run per seed (default 0)')
     t.add_argument('--device', help="auto, cpu, cuda, cuda:N or mps (default auto)")
@@ -407,7 +408,7 @@ def make_parser()->argparse.ArgumentParser:
     p = _Parser(prog='cdat', description='Train and evaluate multimodal emotion and sentiment models (cdatlib).')
     debug = dict(action='store_true', default=argparse.SUPPRESS, help='show the full traceback of an error')
     p.add_argument('--debug', **debug)
-    sub = p.add_subparsers(dest='command', metavar='{train,tune,evaluate,analyze,data}', parser_class=_Parser)
+    sub = p.add_subparsers(dest='command', metavar='{train,tune,evaluate,analyze,reproduce,data}', parser_class=_Parser)
     t = sub.add_parser('train', help='train a model (defaults: Naive Fusion on the embedded sample)')
     _run_args(t)
     tu = sub.add_parser('tune', help="search CDaT's alpha with Ray Tune (pip install -e '.[tune]')")
@@ -441,7 +442,9 @@ def make_parser()->argparse.ArgumentParser:
     ds.add_argument('--layout', help='force a layout')
     ms = dsub.add_parser('make-samples', help='rewrite the synthetic data_samples/ files (fixed seed)')
     ms.add_argument('--out', default=None, help='output folder (default: the repository\'s data_samples/)')
-    for q in (t, tu, e, mk, ds, ms): q.add_argument('--debug', **debug)
+    from cdatlib.reproduce import add_reproduce_parser # the papers' tables as grids (notebook 23)
+    rp = add_reproduce_parser(sub)
+    for q in (t, tu, e, mk, ds, ms, rp): q.add_argument('--debug', **debug)
     return p
 
 def config_from_args(args)->TrainConfig:
@@ -549,6 +552,9 @@ def main(argv=None)->int:
             width = max(len(k) for k in m)
             for k, v in m.items(): print(f"  {args.split}_{k:<{width}}  {v:.4f}")
         elif args.command == 'analyze' and args.analyze_command == 'masking': _main_masking(args)
+        elif args.command == 'reproduce':
+            from cdatlib.reproduce import run_reproduce
+            return run_reproduce(args)
         elif args.command == 'data' and args.data_command == 'describe':
             path = args.path or find_data_samples()/'tailor_mosei_aligned.pt'
             print(load_dataset(path, layout=resolve_layout(args.layout)).describe())

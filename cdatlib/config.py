@@ -18,7 +18,7 @@ except ImportError: LAYOUT_ALIASES = {'npz': 'utterance'}
 
 # %% auto #0
 __all__ = ['DEFAULT_SAMPLE', 'MODELS', 'ADDONS', 'METHODS', 'CONFIDENCES', 'CONFIDNET_FIT', 'CONFIDNET_FIXED', 'RESUME_SAFE',
-           'ConfigError', 'find_data_samples', 'model_class', 'addon_class', 'default_of', 'TrainConfig',
+           'ConfigError', 'find_data_samples', 'registered', 'model_class', 'addon_class', 'default_of', 'TrainConfig',
            'resolve_layout', 'check_device', 'validate_config', 'save_config', 'read_config_dict', 'config_from_dict',
            'load_config', 'config_diff', 'build_model', 'confidnet_arch', 'save_confidnet', 'load_confidnet',
            'addon_args', 'build_addons', 'init_weights']
@@ -47,24 +47,31 @@ MODELS = {
     'hycon': 'cdatlib.hycon:HyConModel',
 }
 
+def registered(registry:dict, # name -> 'module:Class', e.g. `MODELS`
+               name:str, # the name asked for
+               field:str, # the configuration field it came from, named in the error
+               kind:str, # what the registry holds, e.g. 'model'
+              ):
+    "The class registered under `name`, imported only when asked for (so the registry costs nothing to import)"
+    if name not in registry: raise ConfigError(f"{field}: unknown {kind} {name!r}; choose one of {', '.join(registry)}")
+    mod, cls = registry[name].split(':')
+    return getattr(importlib.import_module(mod), cls)
+
 def model_class(name:str):
     "The fusion model class registered under `name`"
-    if name not in MODELS: raise ConfigError(f"model: unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    mod, cls = MODELS[name].split(':')
-    return getattr(importlib.import_module(mod), cls)
+    return registered(MODELS, name, 'model', 'model')
 
 # %% ../nbs/12_config.ipynb #2994083e
 ADDONS = {
     'l2': 'cdatlib.learner:L2Penalty',
     'cdat': 'cdatlib.cdat.transfer:CDaT',
     'hycon': 'cdatlib.hycon:HyCon',
+    'altcon': 'cdatlib.reproduce:AltContrastive', # HyCon Table 7's classical losses, notebook 23
 }
 
 def addon_class(name:str):
     "The add-on (callback) class registered under `name`"
-    if name not in ADDONS: raise ConfigError(f"addons: unknown add-on {name!r}; choose one of {', '.join(ADDONS)}")
-    mod, cls = ADDONS[name].split(':')
-    return getattr(importlib.import_module(mod), cls)
+    return registered(ADDONS, name, 'addons', 'add-on')
 
 def _accepted(cls)->list:
     "The keyword arguments `cls` accepts (None: any, it takes **kwargs)"

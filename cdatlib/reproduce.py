@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from .config import TrainConfig, ConfigError, ADDONS, config_from_dict, find_data_samples, build_model
+from .config import TrainConfig, ConfigError, config_from_dict, find_data_samples, build_model
 from .learner import Callback, atomic_write
 from .hycon import normalise, same_class, intra_scores, inter_scores
 from .metrics import format_mean_std
@@ -128,7 +128,6 @@ class AltContrastive(Callback):
         if not learn.training: return
         for k, v in self.terms(learn.out.h, learn.batch['y'], learn.task).items(): learn.add_loss(f'{self.kind}_{k}', v)
 
-ADDONS.setdefault('altcon', 'cdatlib.reproduce:AltContrastive') # so that a TrainConfig can name it
 
 # %% ../nbs/23_reproduce.ipynb #45393ff7
 @dataclass
@@ -616,15 +615,9 @@ def reproduce(name:str, # a key of `EXPERIMENTS`
     return {'per_seed': per_seed, 'table': summary_table(exp, per_seed), 'files': files}
 
 # %% ../nbs/23_reproduce.ipynb #70e31d05
-def _kv(s):
-    if '=' not in s: raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {s!r}")
-    k, v = s.split('=', 1)
-    try: v = json.loads(v)
-    except json.JSONDecodeError: pass
-    return k, v
-
 def add_reproduce_parser(subparsers)->argparse.ArgumentParser:
     "Add the `reproduce` command to an argparse subparsers object (the `cdat` command's, or our own)"
+    from cdatlib.cli import key_value # the `cdat` command's KEY=VALUE reader (cli imports this module lazily)
     p = subparsers.add_parser('reproduce', help="run a paper's table as a declared grid (--list names them)")
     p.add_argument('name', nargs='?', help='the experiment, e.g. hycon-table4')
     p.add_argument('--list', action='store_true', help='name every experiment and what it needs')
@@ -633,7 +626,7 @@ def add_reproduce_parser(subparsers)->argparse.ArgumentParser:
     p.add_argument('--out', default='runs/reproduce', help='runs and the report go to OUT/NAME/ (default runs/reproduce)')
     p.add_argument('--smoke', action='store_true', help='sample-sized: the synthetic sample, 1 epoch, 1 seed, tiny models')
     p.add_argument('--ray-address', metavar='ADDR', help="spread the runs over Ray: 'local' starts one here, else a cluster address")
-    p.add_argument('--set', action='append', type=_kv, default=[], metavar='KEY=VALUE', help='a TrainConfig field for every row, e.g. epochs=5')
+    p.add_argument('--set', action='append', type=key_value, default=[], metavar='KEY=VALUE', help='a TrainConfig field for every row, e.g. epochs=5')
     p.add_argument('--rows', nargs='+', help='only these row labels')
     p.add_argument('--results-dir', help='also write the report there as reproduce_NAME.*')
     p.add_argument('--note', default='', help='a sentence about the data, printed in the report')
