@@ -160,3 +160,14 @@ def test_broken_notebook_fails_loudly(tmp_path, kind):
     assert '99_broken.ipynb' in r.stderr, r.stderr[-3000:]
     if kind == 'raises': assert 'boom from the broken notebook' in r.stderr, r.stderr[-3000:]
     assert not (tmp_path/'site'/'index.html').exists()
+
+
+@pytest.mark.parametrize('page, symbol', [('cdat_transfer.html', 'pkt_loss'), ('cdat_confidence.html', 'ConfidNet'),
+                                          ('cdat_masking.html', 'masking_gains'), ('hycon.html', 'hycon_losses')])
+def test_method_chapter_page_renders(site, server, tmp_path, page, symbol):
+    "The CDaT and HyCon chapters are on the site, with their API entries rendered in the browser"
+    assert (site/page).exists(), f"{page} missing from the site: {sorted(p.name for p in site.glob('*.html'))}"
+    r = _open(_chromium(), f'{server}/__harness__.html?page=/{page}', tmp_path)
+    assert r['h1'].strip() and r['code_cells'] > 0, r
+    names = [a['symbol'].split('.')[-1] for a in r['api'] if a['symbol']]
+    assert symbol in names, f"{page}: no rendered API entry for {symbol}: {names[:10]}"

@@ -380,7 +380,7 @@ def main(argv=None):
     for k, v in TRAIN_DEFAULTS.items():
         if k in ('heads', 'dropout'): continue
         p.add_argument('--' + k.replace('_', '-'), type=type(v), default=v)
-    p.add_argument('--data', default=None, help='shared data folder (default: $CDATLIB_SHARED_DATA or ../shared/data)')
+    p.add_argument('--data', default=None, help='shared data folder (default: $CDATLIB_SHARED_DATA, else shared/data beside the repository)')
     p.add_argument('--cache', default=None, help='text-embedding cache folder (default: $CDATLIB_CACHE or ~/.cache/cdatlib)')
     p.add_argument('--out', default=str(Path(real_mosi.__file__).resolve().parents[2]/'experiments'/'results'))
     p.add_argument('--threads', type=int, default=1)
