@@ -14,24 +14,15 @@ from cdatlib.learner import (Callback, Learner, MetricsCB, CheckpointCB, WarmupL
                              LOSS_TERM_ORDER, LOSS_TERM_BAND, NonFiniteLossCB, NonFiniteLossError, load_checkpoint,
                              set_seed)
 from cdatlib.formats import load_dataset
+from cli_helpers import one_thread, cdat_main, cdat_proc
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT/'data_samples'/'tailor_mosei_aligned.pt'
 L2RUN = 'naive+l2-tailor_mosei_aligned'
 TINY = ['train', '--epochs', '3', '--batch-size', '32', '--quiet']
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 @pytest.fixture(scope='module')
 def data(): return load_dataset(SAMPLE)
-
-def cdat_main(capsys, *args):
-    rc = main(list(args)); cap = capsys.readouterr()
-    return rc, cap.out, cap.err
 
 def one_error(rc, err, needle):
     assert 'Traceback' not in err, err
@@ -140,13 +131,6 @@ def test_get_preds(data, tmp_path):
     assert learn.model.training   # put back in the mode it was in
 
 # ---------------------------------------------------------------- add-ons by name, from the command line
-
-def cdat_proc(*args, kill_at=None):
-    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONHASHSEED': '0'}
-    env.pop('CDATLIB_KILL_AT', None)
-    if kill_at: env['CDATLIB_KILL_AT'] = kill_at
-    code = 'import sys, torch; torch.set_num_threads(1); from cdatlib.cli import main; sys.exit(main())'
-    return subprocess.run([sys.executable, '-c', code, *args], capture_output=True, text=True, env=env, timeout=300)
 
 L2 = ['--with', 'l2', '--with-arg', 'l2.weight=0.05']
 

@@ -12,6 +12,7 @@ import torch
 from cdatlib.cli import main
 from cdatlib.config import MODELS, ADDONS, TrainConfig
 from cdatlib.learner import load_checkpoint
+from cli_helpers import one_thread, cdat_main, cdat_proc
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT/'data_samples'/'tailor_mosei_aligned.pt'
@@ -20,16 +21,6 @@ CONFIDNET = ['--confidnet-arg', 'epochs=5']   # the official 500 epochs are for 
 SMALL = {'naive': [], 'tfn': [], 'misa': [],  # TAILOR's reference size takes a minute on 2 cores: shrink it
          'tailor': ['--model-arg', 'hidden_size=32', '--model-arg', 'ff_dim=32', '--model-arg', 'text_layers=1',
                     '--model-arg', 'num_heads=2']}
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-def run(capsys, *args):
-    rc = main(list(args)); cap = capsys.readouterr()
-    return rc, cap.out, cap.err
 
 def one_error(rc, err, needle, code=2):
     errors = [l for l in err.splitlines() if l.startswith('cdat: error:')]
@@ -59,7 +50,7 @@ def close_metrics(a, b):
 def test_cdat_method_on_every_baseline(model, confidence, baselines, tmp_path, capsys):
     # the ConfidNet variant trains all three stages; the others start from a finished baseline (--init-from)
     init = [] if confidence == 'confidnet' else ['--init-from', str(baselines(model))]
-    rc, out, err = run(capsys, 'train', '--model', model, *SMALL[model], '--method', 'cdat', '--confidence', confidence,
+    rc, out, err = cdat_main(capsys, 'train', '--model', model, *SMALL[model], '--method', 'cdat', '--confidence', confidence,
                        *FAST, *CONFIDNET, *init, '--alpha', '1e4', '--test', '--out-dir', str(tmp_path))
     assert rc == 0, err[-3000:]
     top = tmp_path/f'{model}+cdat_{confidence}-tailor_mosei_aligned'/'seed-0'
@@ -94,27 +85,20 @@ def test_cdat_method_on_every_baseline(model, confidence, baselines, tmp_path, c
 
 def test_evaluate_a_cdat_run_uses_the_cdat_stage(baselines, tmp_path, capsys):
     args = ['train', '--method', 'cdat', *FAST, '--init-from', str(baselines('naive')), '--out-dir', str(tmp_path)]
-    assert run(capsys, *args)[0] == 0
+    assert cdat_main(capsys, *args)[0] == 0
     top = tmp_path/'naive+cdat_ce-tailor_mosei_aligned'/'seed-0'
-    rc, out, err = run(capsys, 'evaluate', str(top), '--split', 'valid')
+    rc, out, err = cdat_main(capsys, 'evaluate', str(top), '--split', 'valid')
     assert rc == 0, err
     f1 = float(next(l.split()[-1] for l in out.splitlines() if 'valid_micro_f1' in l))
     assert f1 == pytest.approx(json.loads((top/'cdat'/'done.json').read_text())['valid_micro_f1'], abs=1e-4)
-    rc, out, err = run(capsys, *args, '--resume')                 # finished: nothing trained again
+    rc, out, err = cdat_main(capsys, *args, '--resume')                 # finished: nothing trained again
     assert rc == 0 and 'already finished' in out
-    rc, out, err = run(capsys, *args)
+    rc, out, err = cdat_main(capsys, *args)
     one_error(rc, err, 'holds a run already')
-    rc, out, err = run(capsys, *args, '--resume', '--alpha', '5')
+    rc, out, err = cdat_main(capsys, *args, '--resume', '--alpha', '5')
     one_error(rc, err, 'alpha (saved 10000.0, given 5.0)')
 
 # ---------------------------------------------------------------- killed and resumed
-
-def cdat_proc(*args, kill_at=None):
-    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONHASHSEED': '0'}
-    env.pop('CDATLIB_KILL_AT', None)
-    if kill_at: env['CDATLIB_KILL_AT'] = kill_at
-    code = 'import sys, torch; torch.set_num_threads(1); from cdatlib.cli import main; sys.exit(main())'
-    return subprocess.run([sys.executable, '-c', code, *args], capture_output=True, text=True, env=env, timeout=300)
 
 KILL = ['train', '--method', 'cdat', '--confidence', 'confidnet', '--epochs', '2', '--batch-size', '64', '--quiet',
         *CONFIDNET]
@@ -142,7 +126,7 @@ def test_killed_cdat_run_resumes_to_identical_weights(phase, uninterrupted, tmp_
     "In CDaT's first epoch; between the ConfidNet file and its done.json; while CDaT's last last.pt is written"
     r = cdat_proc(*KILL, '--out-dir', str(tmp_path), kill_at=phase)
     assert r.returncode == -signal.SIGKILL, (phase, r.stderr[-2000:])
-    rc, out, err = run(capsys, *KILL, '--out-dir', str(tmp_path), '--resume')
+    rc, out, err = cdat_main(capsys, *KILL, '--out-dir', str(tmp_path), '--resume')
     assert rc == 0, err
     assert not list(tmp_path.rglob('*.tmp'))
     got = record(tmp_path)
@@ -163,14 +147,14 @@ def test_registry_names():
     (['--with', 'cdat', '--confidence', 'const', '--with', 'hycon'], 'train_loss_cdat'),
 ])
 def test_hycon_and_cdat_addons_train(args, logged, tmp_path, capsys):
-    rc, out, err = run(capsys, 'train', *args, *FAST, '--out-dir', str(tmp_path))
+    rc, out, err = cdat_main(capsys, 'train', *args, *FAST, '--out-dir', str(tmp_path))
     assert rc == 0, err[-2000:]
     (log,) = tmp_path.rglob('log.csv')
     log = pd.read_csv(log)
     assert logged in log and np.isfinite(log[logged]).all(), list(log)
 
 def test_cdat_plus_hycon_method(baselines, tmp_path, capsys):
-    rc, out, err = run(capsys, 'train', '--method', 'cdat+hycon', '--confidence', 'ce', *FAST, '--out-dir', str(tmp_path),
+    rc, out, err = cdat_main(capsys, 'train', '--method', 'cdat+hycon', '--confidence', 'ce', *FAST, '--out-dir', str(tmp_path),
                        '--with-arg', 'cdat.adjust=threshold', '--with-arg', 'hycon.v2=true')
     assert rc == 0, err[-2000:]
     top = tmp_path/'naive+cdat_ce+hycon-tailor_mosei_aligned'/'seed-0'
@@ -191,12 +175,12 @@ def test_cdat_plus_hycon_method(baselines, tmp_path, capsys):
     (['--method', 'cdat', '--init-from', '/nowhere/seed-0'], 'init_from: /nowhere/seed-0/best.pt does not exist'),
 ])
 def test_bad_cdat_arguments_are_one_line(args, needle, tmp_path, capsys):
-    rc, out, err = run(capsys, 'train', *args, *FAST, '--out-dir', str(tmp_path))
+    rc, out, err = cdat_main(capsys, 'train', *args, *FAST, '--out-dir', str(tmp_path))
     one_error(rc, err, needle)
     assert not list(tmp_path.iterdir())
 
 def test_init_from_a_baseline_of_another_model_is_one_line(baselines, tmp_path, capsys):
-    rc, out, err = run(capsys, 'train', '--model', 'tfn', '--method', 'cdat', *FAST, '--init-from', str(baselines('naive')),
+    rc, out, err = cdat_main(capsys, 'train', '--model', 'tfn', '--method', 'cdat', *FAST, '--init-from', str(baselines('naive')),
                        '--out-dir', str(tmp_path))
     one_error(rc, err, 'its weights do not fit a tfn model')
 
@@ -207,7 +191,7 @@ def test_analyze_masking_counts_what_the_model_gets_wrong(baselines, tmp_path, c
     from cdatlib.formats import load_dataset
     from cdatlib.config import build_model
     run_dir = baselines('naive')
-    rc, out, err = run(capsys, 'analyze', 'masking', str(run_dir), '--plot', str(tmp_path/'m.png'))
+    rc, out, err = cdat_main(capsys, 'analyze', 'masking', str(run_dir), '--plot', str(tmp_path/'m.png'))
     assert rc == 0, err
     assert (tmp_path/'m.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     rows = {l.split()[0]: l.split()[1] for l in out.splitlines()[1:] if l.split() and l.split()[0] in ('text', 'audio', 'vision', 'any')}
@@ -236,14 +220,14 @@ def test_analyze_masking_counts_what_the_model_gets_wrong(baselines, tmp_path, c
 ])
 def test_analyze_masking_errors_are_one_line(args, needle, baselines, capsys):
     args = [str(baselines('naive')) if a == 'RUN' else a for a in args]
-    rc, out, err = run(capsys, 'analyze', 'masking', *args)
+    rc, out, err = cdat_main(capsys, 'analyze', 'masking', *args)
     one_error(rc, err, needle)
 
 def test_confidnet_output_option_survives_save_and_load(tmp_path, capsys):
     "--confidnet-arg output=\"linear\" (the official network): the saved file rebuilds that net, not the sigmoid default"
     from cdatlib.config import load_confidnet
     from cdatlib.cdat.confidence import ConfidNet
-    rc, out, err = run(capsys, 'train', '--method', 'cdat', '--confidence', 'confidnet', *FAST, *CONFIDNET,
+    rc, out, err = cdat_main(capsys, 'train', '--method', 'cdat', '--confidence', 'confidnet', *FAST, *CONFIDNET,
                        '--confidnet-arg', 'output="linear"', '--confidnet-arg', 'hidden=[16, 8]', '--confidnet-arg', 'n_layers=3',
                        '--out-dir', str(tmp_path))
     assert rc == 0, err[-3000:]

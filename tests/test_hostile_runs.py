@@ -12,32 +12,12 @@ import cdatlib.cli as cli
 import cdatlib.learner as learner
 from cdatlib.cli import main
 from cdatlib.learner import load_checkpoint, file_mode
+from cli_helpers import one_thread, cdat_main, cdat_proc
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT/'data_samples'/'tailor_mosei_aligned.pt'
 RUN = 'naive-tailor_mosei_aligned'
 TINY = ['train', '--epochs', '3', '--batch-size', '32', '--quiet']
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    "Bit-exact comparisons between this process and child processes need the same thread count"
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-def cdat_main(capsys, *args):
-    "`cdat ARGS` in this process: (exit status, stdout, stderr)"
-    rc = main(list(args))
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
-
-def cdat_proc(*args, kill_at=None, timeout=300):
-    "`cdat ARGS` in a child process, optionally SIGKILLed at the point `kill_at`"
-    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONHASHSEED': '0'}
-    env.pop('CDATLIB_KILL_AT', None)
-    if kill_at: env['CDATLIB_KILL_AT'] = kill_at
-    code = 'import sys, torch; torch.set_num_threads(1); from cdatlib.cli import main; sys.exit(main())'
-    return subprocess.run([sys.executable, '-c', code, *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 def assert_one_error(rc, err, needle, code=2):
     assert 'Traceback' not in err, err
