@@ -1,4 +1,4 @@
-"""The utterance explorer (nbs/22_explorer.ipynb), driven headless: build it, change the selection and the filters
+"""The utterance explorer (nbs/23_explorer.ipynb), driven headless: build it, change the selection and the filters
 by setting widget values, and check what it shows."""
 import copy
 import numpy as np

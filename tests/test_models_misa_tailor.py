@@ -77,7 +77,7 @@ def test_real_mosi_utterances(name):
 
 
 def test_misa_detached_norm_collapses_on_real_mosi():
-    "The reference's detached row norms in the difference loss collapse MISA's vectors (see nbs/10_misa.ipynb)"
+    "The reference's detached row norms in the difference loss collapse MISA's vectors (see nbs/11_misa.ipynb)"
     path = SHARED / 'mosi' / 'mosi_poria_utterance_real.npz'
     if not path.exists():
         pytest.skip(f"real data not found at {path}: clone beside shared/ or set CDATLIB_SHARED_DATA")
