@@ -14,7 +14,8 @@ import argparse, copy, platform, time
 import torch
 from torch.utils.data import DataLoader
 from cdatlib.dataset import Task, MultimodalDataset, EMOTIONS
-from cdatlib.learner import DeviceLoader, to_device
+from cdatlib.learner import to_device
+from cdatlib.callbacks import DeviceLoader
 
 MOSEI = dict(n=16_326, steps=60, dims={'text': 300, 'audio': 74, 'vision': 35})
 

@@ -126,7 +126,7 @@ def model_steps(a, data, device):
 def pipeline(a, data, device, run_dir:Path, res:dict):
     "Stage 1 (TAILOR), stage 2 timed alone (cache + ConfidNet epochs), then stages 2 + 3 through `cdat_stages`; fills `res` as it goes"
     from cdatlib.config import model_class
-    from cdatlib.learner import build_learner, set_seed, dataloaders
+    from cdatlib.callbacks import build_learner, set_seed, dataloaders
     from cdatlib.cdat.confidence import cache_fused, fit_confidnet
     from cdatlib.cdat.transfer import cdat_stages
     res.update(model='tailor', confidence='confidnet', stage_epochs=a.stage_epochs, confidnet_epochs=a.confidnet_epochs)
@@ -186,7 +186,7 @@ def fit_stage_epochs(a, r:dict, left_s:float):
 def baseline_epochs(a, data, device, run_dir:Path):
     "One epoch (train + valid) of every baseline through `build_learner(amp=True)`"
     from cdatlib.config import model_class
-    from cdatlib.learner import build_learner, set_seed
+    from cdatlib.callbacks import build_learner, set_seed
     out = {}
     for name in BASELINES:
         set_seed(0)

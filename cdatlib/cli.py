@@ -15,8 +15,8 @@ from .config import (TrainConfig, ConfigError, validate_config, save_config, loa
                             MODELS, ADDONS, LAYOUTS, LAYOUT_ALIASES, METHODS, CONFIDENCES,
                             find_data_samples)
 from .formats import load_dataset, DatasetFormatError
-from .learner import (build_learner, set_seed, load_checkpoint, default_device, atomic_write, clean_stale_tmp,
-                             RunLock, RunLockError, CheckpointError, NonFiniteLossError)
+from .learner import default_device
+from .callbacks import build_learner, set_seed, load_checkpoint, atomic_write, clean_stale_tmp, RunLock, RunLockError, CheckpointError, NonFiniteLossError
 from .metrics import mean_std_frame, selection_metric
 
 # %% auto #0
@@ -235,7 +235,7 @@ def _confidnet_seed(cfg, data, seed, run_dir, state, device, log)->dict:
     "Stage 2: fit ConfidNet on the frozen baseline's cached z (or reuse a finished one); return its row"
     from cdatlib.cdat.confidence import fit_confidnet
     from cdatlib.config import save_confidnet, confidnet_arch
-    from cdatlib.learner import dataloaders
+    from cdatlib.callbacks import dataloaders
     done, ckpt = run_dir/'done.json', run_dir/'confidnet.pt'
     if state == 'overwrite':
         for f in (*RUN_FILES, ckpt.name): (run_dir/f).unlink(missing_ok=True)
@@ -311,7 +311,7 @@ def analyze_masking(run_dir, # a seed folder written by `train`
                    )->dict:
     "{label: MaskingReport} of a trained run's selected weights: its model's, or a CDaT run's baseline and CDaT"
     from cdatlib.cdat.masking import masking_analysis
-    from cdatlib.learner import dataloaders
+    from cdatlib.callbacks import dataloaders
     cfg, saved = _run_config(run_dir, data, device)
     ckpts = _run_checkpoints(run_dir, cfg, saved)
     ds = load_data(cfg)

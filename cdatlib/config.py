@@ -10,7 +10,7 @@ import dataclasses, importlib, inspect, json, math, os, typing
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import cdatlib
-from .learner import atomic_write
+from .callbacks import atomic_write
 try: from cdatlib.formats import LAYOUTS # the readers' own list of layout names
 except ImportError: LAYOUTS = ('mult', 'mmsa', 'tailor', 'sdk', 'utterance')
 try: from cdatlib.formats import LAYOUT_ALIASES
@@ -63,7 +63,7 @@ def model_class(name:str):
 
 # %% ../nbs/13_config.ipynb #2994083e
 ADDONS = {
-    'l2': 'cdatlib.learner:L2Penalty',
+    'l2': 'cdatlib.callbacks:L2Penalty',
     'cdat': 'cdatlib.cdat.transfer:CDaT',
     'hycon': 'cdatlib.hycon:HyCon',
     'altcon': 'cdatlib.reproduce:AltContrastive', # HyCon Table 7's classical losses, notebook 24
@@ -329,7 +329,7 @@ def save_confidnet(net, # a trained `ConfidNet`
                    history=None, # its training history (a DataFrame), kept for the record
                   )->Path:
     "Save a ConfidNet with what rebuilds it, atomically"
-    from cdatlib.learner import atomic_save
+    from cdatlib.callbacks import atomic_save
     # the settings are read from the trained net, never from what a user asked for: `load_confidnet` rebuilds it exactly
     # ('sigmoid', the older spelling of 'output', would override the recorded output, so it is not kept)
     arch = {**{k: list(v) if isinstance(v, tuple) else v for k, v in (arch or {}).items() if k != 'sigmoid'}, **confidnet_arch(net)}
@@ -339,7 +339,7 @@ def save_confidnet(net, # a trained `ConfidNet`
 
 def load_confidnet(path):
     "The frozen, eval-mode ConfidNet saved at `path` by `save_confidnet`"
-    from cdatlib.learner import load_checkpoint, CheckpointError
+    from cdatlib.callbacks import load_checkpoint, CheckpointError
     from cdatlib.cdat.confidence import ConfidNet
     ck = load_checkpoint(path)
     try:
@@ -374,7 +374,7 @@ def init_weights(model, # a model built by `build_model`
     "Load the weights of `cfg.init_from`'s best checkpoint into `model` (nothing if `init_from` is empty)"
     p = cfg.init_path()
     if p is None: return model
-    from cdatlib.learner import load_checkpoint, CheckpointError
+    from cdatlib.callbacks import load_checkpoint, CheckpointError
     try: model.load_state_dict(load_checkpoint(p)['model'])
     except RuntimeError as e:
         raise CheckpointError(f"init_from: {p}: its weights do not fit a {cfg.model} model "

@@ -119,7 +119,8 @@ def explorer_predictions(baseline, # the trained baseline fusion model
                          device=None, # default: where the baseline's parameters are
                         )->dict: # the arguments of `explorer_table` (without `task` and `misaligned`)
     "Predictions of both models, the baseline's masked predictions and each modality's confidence, for every sample of `ds`"
-    from cdatlib.learner import DeviceLoader, to_device
+    from cdatlib.learner import to_device
+    from cdatlib.callbacks import DeviceLoader
     if confidence_from not in ('baseline', 'cdat'): raise ValueError(f"confidence_from must be 'baseline' or 'cdat', got {confidence_from!r}")
     device = device or next(baseline.parameters()).device
     task, rows = ds.task, {k: [] for k in ('y', 'base', 'cdat', 'dropped', 'confidence', 'index')}

@@ -12,7 +12,8 @@ import torch
 from torch import nn, Tensor
 from .dataset import MODALITIES
 from .encoders import masked_mean, FeatureTransformer, BertTextEncoder
-from .learner import Callback, param_groups, to_device, get_rng_state, set_rng_state
+from .learner import Callback, param_groups, to_device
+from .callbacks import get_rng_state, set_rng_state
 from .models.core import FusionModel, FusionOutput
 from .models.tfn import tensor_fusion
 

@@ -14,7 +14,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 from .config import TrainConfig, ConfigError, config_from_dict, find_data_samples, build_model
-from .learner import Callback, atomic_write
+from .learner import Callback
+from .callbacks import atomic_write
 from .hycon import normalise, same_class, intra_scores, inter_scores
 from .metrics import format_mean_std
 

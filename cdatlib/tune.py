@@ -10,7 +10,8 @@ import dataclasses, json, shutil
 from pathlib import Path
 import pandas as pd
 from .config import TrainConfig, ConfigError, validate_config, load_config
-from .learner import Callback, RunLock, atomic_write, is_better
+from .learner import Callback
+from .callbacks import RunLock, atomic_write, is_better
 from .metrics import selection_metric
 from .cli import (RUN_FILES, RunFailedError, method_stages, checked_data, load_data, _train_seed, _method_seed,
                          _seed_state, _stage_states, _read_done, _evaluate_weights, _device, _print_side_by_side, _warn)

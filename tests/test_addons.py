@@ -10,9 +10,8 @@ import torch
 from torch import nn
 
 from cdatlib.cli import main
-from cdatlib.learner import (Callback, Learner, MetricsCB, CheckpointCB, WarmupLinearCB, GradClipCB, L2Penalty,
-                             LOSS_TERM_ORDER, LOSS_TERM_BAND, NonFiniteLossCB, NonFiniteLossError, load_checkpoint,
-                             set_seed)
+from cdatlib.learner import Callback, Learner, MetricsCB, LOSS_TERM_ORDER, LOSS_TERM_BAND
+from cdatlib.callbacks import CheckpointCB, WarmupLinearCB, GradClipCB, L2Penalty, NonFiniteLossCB, NonFiniteLossError, load_checkpoint, set_seed
 from cdatlib.formats import load_dataset
 from cli_helpers import one_thread, cdat_main, cdat_proc
 

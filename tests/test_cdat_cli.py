@@ -11,7 +11,7 @@ import torch
 
 from cdatlib.cli import main
 from cdatlib.config import MODELS, ADDONS, TrainConfig
-from cdatlib.learner import load_checkpoint
+from cdatlib.callbacks import load_checkpoint
 from cli_helpers import one_thread, cdat_main, cdat_proc
 
 ROOT = Path(__file__).resolve().parents[1]

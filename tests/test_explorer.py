@@ -153,7 +153,7 @@ def trained():
     from cdatlib.config import find_data_samples
     from cdatlib.formats import load_dataset
     from cdatlib.models.naive import NaiveFusion
-    from cdatlib.learner import build_learner, set_seed, DeviceLoader
+    from cdatlib.callbacks import build_learner, set_seed, DeviceLoader
     from cdatlib.cdat.confidence import fit_confidnet
     from cdatlib.cdat.transfer import CDaT
     path = find_data_samples()/'tailor_mosei_aligned.pt'

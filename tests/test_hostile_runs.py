@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import cdatlib.cli as cli
-import cdatlib.learner as learner
+import cdatlib.callbacks as callbacks
 from cdatlib.cli import main
-from cdatlib.learner import load_checkpoint, file_mode
+from cdatlib.callbacks import load_checkpoint, file_mode
 from cli_helpers import one_thread, cdat_main, cdat_proc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,7 +201,7 @@ def test_files_of_a_run_have_one_mode(finished):
 # ---------------------------------------------------------------- a second process
 
 HOLDER = '''import sys, time
-from cdatlib.learner import RunLock
+from cdatlib.callbacks import RunLock
 lock = RunLock(sys.argv[1]).acquire()
 print('locked', flush=True)
 time.sleep(120)
@@ -268,7 +268,8 @@ def test_best_weights_come_from_memory(tmp_path):
     "8b280ff re-read best.pt in after_fit: a file replaced behind the run's back became the reported model"
     from cdatlib.formats import load_dataset
     from cdatlib.models.naive import NaiveFusion
-    from cdatlib.learner import Callback, build_learner, set_seed
+    from cdatlib.learner import Callback
+    from cdatlib.callbacks import build_learner, set_seed
     class Scribble(Callback):
         order = 60
         def after_epoch(self, learn): (learn.path/'best.pt').write_bytes(b'another process was here')
@@ -360,7 +361,8 @@ def test_resuming_a_checkpoint_of_an_older_cdatlib(tmp_path):
     "8b280ff's last.pt has no in-memory copy of the best weights: they come from its best.pt (if its epoch matches)"
     from cdatlib.formats import load_dataset
     from cdatlib.models.naive import NaiveFusion
-    from cdatlib.learner import Learner, CheckpointCB, set_seed
+    from cdatlib.learner import Learner
+    from cdatlib.callbacks import CheckpointCB, set_seed
     data = load_dataset(SAMPLE)
     def make():
         set_seed(0)   # selecting the *highest* validation loss makes an early epoch the best, the last one not
@@ -370,7 +372,7 @@ def test_resuming_a_checkpoint_of_an_older_cdatlib(tmp_path):
     assert full.best_epoch < 3
     ck = load_checkpoint(tmp_path/'last.pt')
     del ck['cbs']['CheckpointCB']['best_model']   # as an older cdatlib wrote it
-    learner.atomic_save(ck, tmp_path/'last.pt')
+    callbacks.atomic_save(ck, tmp_path/'last.pt')
     resumed = make().fit(4, resume=tmp_path/'last.pt')
     assert resumed.best_epoch == full.best_epoch
     for k, v in full.model.state_dict().items(): assert torch.equal(v, resumed.model.state_dict()[k]), k

@@ -7,7 +7,8 @@ from torch import nn
 from cdatlib.dataset import MODALITIES, Task, MultimodalDataset
 from cdatlib.encoders import masked_mean
 from cdatlib.models.core import FusionModel, FusionOutput, toy_batch
-from cdatlib.learner import Learner, MetricsCB, DeviceCB, get_rng_state, set_rng_state
+from cdatlib.learner import Learner, MetricsCB, DeviceCB
+from cdatlib.callbacks import get_rng_state, set_rng_state
 from cdatlib.hycon import (normalise, sentiment_classes, same_class, n_selected, pair_losses_loop, iamcl_loop,
                            iemcl_loop, scl_loop, pair_losses, iamcl, iemcl, scl, select_pairs, hardness_weights,
                            HyConOptions, hycon_losses, HyConLoss, pool_h, HyCon, ZERO_OPTIONS, SAME_OPTIONS,
@@ -283,7 +284,7 @@ def test_model_with_offline_minilm():
     assert m.text_proj.weight.grad.abs().sum() > 0 and all(p.grad is None for p in m.bert.parameters())
 
 def test_callback_resumes_from_checkpoint(tmp_path):
-    from cdatlib.learner import CheckpointCB, load_checkpoint
+    from cdatlib.callbacks import CheckpointCB, load_checkpoint
     ds = tiny_data()
     def make():
         torch.manual_seed(0)

@@ -18,6 +18,7 @@ SCRIPT = textwrap.dedent('''
     from cdatlib.dataset import Task, MultimodalDataset, MultimodalData
     from cdatlib.models.core import FusionModel, FusionOutput
     from cdatlib.learner import *
+    from cdatlib.callbacks import *
 
     mode, run, loader, kill_at, n_epochs = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
     torch.set_num_threads(1)
@@ -98,7 +99,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, loader):
     p = run_script(tmp_path, 'kill', cut, loader, kill_at=KILL_AT)
     assert p.returncode == -signal.SIGKILL, (p.returncode, p.stderr[-2000:])
     assert not (cut/'final_weights.pt').exists()
-    from cdatlib.learner import load_checkpoint
+    from cdatlib.callbacks import load_checkpoint
     assert load_checkpoint(cut/'last.pt')['epoch'] == KILL_AT
     ok(run_script(tmp_path, 'resume', cut, loader))
 
@@ -123,7 +124,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert 'non-finite loss (nan) at epoch 2, batch 1 (train pass' in p.stderr, p.stderr[-2000:]
     assert (run/'last.pt').read_bytes() == (run/'last_after_epoch1.pt').read_bytes()
     assert sorted(f.name for f in run.iterdir()) == ['best.pt', 'last.pt', 'last_after_epoch1.pt', 'log.csv']
-    from cdatlib.learner import load_checkpoint
+    from cdatlib.callbacks import load_checkpoint
     ck = load_checkpoint(run/'last.pt')
     assert ck['epoch'] == 1 and len(ck['history']) == 2
     assert all(torch.isfinite(v).all() for v in ck['model'].values())
@@ -135,7 +136,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 from torch import nn
 from cdatlib.dataset import Task, MultimodalDataset, MultimodalData, masks_from_padding
 from cdatlib.models.core import FusionModel, FusionOutput
-from cdatlib import learner as L
+from cdatlib import learner as L, callbacks as C
 
 
 def _toy_data(n=40, seed=0):
@@ -189,8 +190,8 @@ def test_single_batch_cb_runs_one_training_batch():
 
 def test_lr_find_has_no_side_effect(tmp_path):
     data = _toy_data()
-    l2 = L.L2Penalty() # an add-on with parameters of its own: they must come back too
-    learn = _learner(data, [L.CheckpointCB(), L.CSVLoggerCB(), l2], path=tmp_path)
+    l2 = C.L2Penalty() # an add-on with parameters of its own: they must come back too
+    learn = _learner(data, [C.CheckpointCB(), C.CSVLoggerCB(), l2], path=tmp_path)
     before, scale, rng = _weights(learn.model), l2.log_scale.detach().clone(), torch.get_rng_state()
     cbs = list(learn.cbs)
     lrs, losses = finder = learn.lr_find(n_iter=30)
@@ -206,7 +207,7 @@ def test_lr_find_has_no_side_effect(tmp_path):
     assert learn.cbs == cbs and finder not in learn.cbs # the Learner's own callbacks are back
     # and the next fit is the one it would have been without the finder
     learn.fit(2)
-    ref = _learner(data, [L.CheckpointCB(), L.CSVLoggerCB(), L.L2Penalty()], path=tmp_path/'ref')
+    ref = _learner(data, [C.CheckpointCB(), C.CSVLoggerCB(), C.L2Penalty()], path=tmp_path/'ref')
     ref.fit(2)
     assert [h['valid_mae'] for h in learn.history] == [h['valid_mae'] for h in ref.history]
 
@@ -224,7 +225,7 @@ def test_lr_find_stops_on_divergence_and_on_nan():
     class Nan(L.Callback):
         def after_loss(self, learn):
             if learn.training and learn.iter == 2: learn.add_loss('bad', torch.tensor(float('nan')))
-    learn = _learner(data, [Nan(), L.NonFiniteLossCB()])
+    learn = _learner(data, [Nan(), C.NonFiniteLossCB()])
     before = _weights(learn.model)
     assert len(learn.lr_find(n_iter=100).lrs) == 3 # stopped by the finder, before NonFiniteLossCB raised
     assert all(torch.equal(v, learn.model.state_dict()[k]) for k, v in before.items())
@@ -232,7 +233,7 @@ def test_lr_find_stops_on_divergence_and_on_nan():
 
 def test_activation_stats_match_hand_computation():
     data = _toy_data()
-    stats = L.ActivationStatsCB()
+    stats = C.ActivationStatsCB()
     learn = _learner(data, [stats, L.SingleBatchCB()])
     learn.fit(1)
     b, out = learn.batch, learn.out
@@ -242,6 +243,6 @@ def test_activation_stats_match_hand_computation():
     assert stats.stds['text'] == [pytest.approx(real.std().item(), rel=1e-5)]
     assert stats.stds['text'][0] != pytest.approx(out.h['text'].std().item(), rel=1e-3) # padding would change it
     assert stats.stds['audio'] == [pytest.approx(out.h['audio'].flatten().std().item(), rel=1e-5)]
-    full = _learner(data, [stats2 := L.ActivationStatsCB()])
+    full = _learner(data, [stats2 := C.ActivationStatsCB()])
     full.fit(2)
     assert {m: len(s) for m, s in stats2.stds.items()} == {m: 2 * len(full.dls['train']) for m in ('text', 'audio', 'vision')}

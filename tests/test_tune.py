@@ -9,7 +9,7 @@ import torch
 
 from cdatlib.cli import main
 from cdatlib.config import TrainConfig
-from cdatlib.learner import load_checkpoint
+from cdatlib.callbacks import load_checkpoint
 
 try:
     import ray

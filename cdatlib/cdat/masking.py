@@ -226,7 +226,7 @@ def masking_for_run(run_dir, # a seed folder written by `cdat train` (config.jso
     "`masking_analysis` of a trained run's selected weights on `split`"
     from cdatlib.config import load_config, build_model, resolve_layout, ConfigError
     from cdatlib.formats import load_dataset
-    from cdatlib.learner import load_checkpoint, DeviceLoader
+    from cdatlib.callbacks import load_checkpoint, DeviceLoader
     run_dir = Path(run_dir)
     cfg = load_config(run_dir)
     ckpt = run_dir/'best.pt'

@@ -195,7 +195,8 @@ def cdat_stages(baseline:nn.Module, # the trained fusion model (stage 1); not ch
                ):
     "Stage 2 (ConfidNet on the frozen baseline's cached z) and stage 3 (fine-tuning with the CDaT callback); returns the Learner"
     from pathlib import Path
-    from cdatlib.learner import build_learner, dataloaders, default_device
+    from cdatlib.learner import default_device
+    from cdatlib.callbacks import build_learner, dataloaders
     from cdatlib.cdat.confidence import fit_confidnet
     from cdatlib.config import save_confidnet, load_confidnet # the CLI's file format (imported here: config imports this module lazily)
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from ..config import model_class, find_data_samples
 from ..formats import load_dataset
 from ..samples import load_misaligned_manifest
 from ..metrics import binary_per_class_metrics
-from ..learner import build_learner, set_seed, CheckpointCB, atomic_write
+from ..callbacks import build_learner, set_seed, CheckpointCB, atomic_write
 from ..cdat.masking import corrupt, train_mode, fuse_dropped
 from ..cdat.confidence import fit_confidnet, tcp_target, modality_confidence, misalignment_auroc
 from ..cdat.transfer import CDaT

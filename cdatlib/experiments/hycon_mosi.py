@@ -21,7 +21,8 @@ from torch import Tensor
 from ..dataset import MODALITIES, MultimodalData, MultimodalDataset
 from ..encoders import BertTextEncoder, default_text_model_path, masked_mean
 from ..formats import load_mmsa_pickle
-from ..learner import build_learner, set_seed, CheckpointCB, atomic_write, to_device
+from ..learner import to_device
+from ..callbacks import build_learner, set_seed, CheckpointCB, atomic_write
 from ..metrics import mean_std_table
 from ..hycon import HyConModel, normalise, same_class
 from . import real_mosi

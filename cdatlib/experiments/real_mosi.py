@@ -22,7 +22,7 @@ from ..config import MODELS, model_class
 from ..dataset import MODALITIES, MultimodalData, MultimodalDataset
 from ..formats import load_utterance_npz
 from ..metrics import sentiment_metrics, mean_std_table
-from ..learner import build_learner, set_seed, CheckpointCB
+from ..callbacks import build_learner, set_seed, CheckpointCB
 import tempfile
 
 # %% ../../nbs/15_real_mosi.ipynb #4cd50290

@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 from ..dataset import MODALITIES
+from ..encoders import masked_mean
 
 # %% auto #0
-__all__ = ['FusionOutput', 'check_drop', 'FusionModel', 'toy_batch', 'repeat_parts', 'drop_each_modality', 'count_parameters']
+__all__ = ['FusionOutput', 'check_drop', 'FusionModel', 'toy_batch', 'ToyFusion', 'repeat_parts', 'drop_each_modality',
+           'count_parameters']
 
 # %% ../../nbs/06_fusion.ipynb #ab03dcfd
 @dataclass
@@ -119,6 +121,24 @@ def toy_batch(B:int=4, # samples
     y = torch.rand(B, n_out, generator=g)
     batch['y'], batch['index'] = (y > 0.5).float() if binary else y, torch.arange(B)
     return batch
+
+# %% ../../nbs/06_fusion.ipynb #2ae44dfd
+class ToyFusion(FusionModel):
+    "The smallest model of the contract: masked time-mean + Linear per modality, concatenation, dropout, linear head"
+    def __init__(self,
+                 dims:dict, # feature size per modality
+                 n_outputs:int,
+                 hidden:int=4, # size of each h_m
+                 dropout:float=0., # on the fused vector z
+                ):
+        super().__init__(dims, n_outputs)
+        self.enc = nn.ModuleDict({m: nn.Linear(dims[m], hidden) for m in MODALITIES})
+        self.dropout, self.head = nn.Dropout(dropout), nn.Linear(3 * hidden, n_outputs)
+    def encode(self, batch): return {'h': {m: self.enc[m](masked_mean(batch[m], batch[f'{m}_mask'])) for m in MODALITIES}}
+    def fuse(self, parts, drop=()):
+        h = self.mask_reprs(parts['h'], drop) # zeroes the dropped h_m
+        z = self.dropout(torch.cat([h[m] for m in MODALITIES], -1))
+        return FusionOutput(h=h, z=z, logits=self.head(z), parts=parts)
 
 # %% ../../nbs/06_fusion.ipynb #9c5146a6
 def repeat_parts(parts, # the output of a model's `encode`: (nested dicts / tuples / lists of) tensors, batch first
