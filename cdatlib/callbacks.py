@@ -556,7 +556,7 @@ class LRFinderCB(Callback):
     def _set_lr(self, learn, lr):
         for g in learn.opt.param_groups: g['lr'] = lr
     def before_fit(self, learn):
-        self.lrs, self.losses, self.avg, self.best = [], [], 0., math.inf
+        self.lrs, self.losses, self.smooth, self.avg, self.best = [], [], [], 0., math.inf
         self._set_lr(learn, self.lr_at(0))
     def after_loss(self, learn):
         if not learn.training: return
@@ -565,7 +565,7 @@ class LRFinderCB(Callback):
         if not math.isfinite(loss): raise CancelFitException() # before a NaN gradient reaches the weights
         self.avg = self.beta * self.avg + (1 - self.beta) * loss
         smooth = self.avg / (1 - self.beta ** len(self.losses)) # bias-corrected, as in Adam
-        self.best = min(self.best, smooth)
+        self.smooth.append(smooth); self.best = min(self.best, smooth)
         if smooth > self.diverge * self.best: raise CancelFitException()
     def after_batch(self, learn):
         if not learn.training: return
@@ -573,10 +573,12 @@ class LRFinderCB(Callback):
         self._set_lr(learn, self.lr_at(len(self.lrs)))
     def __iter__(self): return iter((self.lrs, self.losses)) # `lrs, losses = learn.lr_find()`
     def plot(self, figsize=(4, 2.5)):
-        "Training loss against the learning rate, on a log scale"
+        "Raw and smoothed training loss against the learning rate (log scale), cut at 3x the best smoothed loss"
         import matplotlib.pyplot as plt # only needed for plotting
         fig, ax = plt.subplots(figsize=figsize)
-        ax.plot(self.lrs, self.losses); ax.set(xscale='log', xlabel='learning rate', ylabel='training loss')
+        ax.plot(self.lrs, self.losses, alpha=0.3, label='per step')
+        ax.plot(self.lrs[:len(self.smooth)], self.smooth, label='smoothed')
+        ax.set(xscale='log', xlabel='learning rate', ylabel='training loss', ylim=(0, 3 * self.best)); ax.legend()
         plt.tight_layout()
         return fig
 

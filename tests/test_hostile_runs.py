@@ -231,7 +231,7 @@ def test_nonfinite_loss_is_one_line(tmp_path, capsys):
 @pytest.mark.parametrize('code,needle', [(errno.ENOSPC, 'disk full writing'), (errno.EACCES, 'Permission denied')])
 def test_write_errors_are_one_line_naming_the_file(code, needle, tmp_path, capsys, monkeypatch):
     def fail(fd, data): raise OSError(code, os.strerror(code))
-    monkeypatch.setattr(learner, '_write_all', fail)
+    monkeypatch.setattr(callbacks, '_write_all', fail)
     rc, out, err = cdat_main(capsys, *TINY, '--out-dir', str(tmp_path))
     assert_one_error(rc, err, needle, code=1)
     assert str(seed_dir(tmp_path)/'config.json') in err   # the first file the run writes, not a temporary name
