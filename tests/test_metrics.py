@@ -11,7 +11,7 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
 from cdatlib.dataset import EMOTIONS, IEMOCAP_CLASSES, Task
-from cdatlib.metrics import (binary_per_class_metrics, multilabel_metrics, selection_metric, sentiment_metrics,
+from cdatlib.metrics import (binary_per_class_metrics, constant_f1, multilabel_metrics, selection_metric, sentiment_metrics,
                              task_metrics)
 
 
@@ -95,3 +95,20 @@ def test_task_metrics_with_real_task():
 def test_constant_prediction_corr_is_nan():
     m = sentiment_metrics([1., -1., 2.], [0.3, 0.3, 0.3])
     assert math.isnan(m['corr'])
+
+
+@pytest.mark.parametrize('seed', range(5))
+def test_constant_f1_matches_sklearn(seed):
+    "The two constant predictors, scored by scikit-learn directly: every class, and each training majority"
+    rng = np.random.default_rng(seed)
+    rates = rng.uniform(0.05, 0.8, 6)
+    y_train = (rng.random((300, 6)) < rates).astype(float) * rng.uniform(0.3, 3, (300, 6))  # intensities count as present
+    y = (rng.random((80, 6)) < rates).astype(int)
+    majority = np.tile(((y_train > 0).mean(0) > 0.5).astype(int), (len(y), 1))
+    got = constant_f1(torch.tensor(y, dtype=torch.float), torch.tensor(y_train))
+    assert got['all emotions'] == pytest.approx(f1_score(y, np.ones_like(y), average='micro'))
+    assert got['class prior'] == pytest.approx(f1_score(y, majority, average='micro', zero_division=0))
+
+
+def test_constant_f1_refuses_mismatched_classes():
+    with pytest.raises(ValueError, match='expected'): constant_f1(np.zeros((4, 6)), np.zeros((5, 4)))

@@ -1,6 +1,6 @@
 """MISA and TAILOR beyond the notebook demos: the BERT text path of both models, and a short training run on real
-CMU-MOSI utterance vectors (read as length-1 sequences) from the real-data folder ($CDATLIB_SHARED_DATA, else
-shared/data beside the repository; skipped when absent)."""
+CMU-MOSI utterance vectors (read as length-1 sequences) from the real-data folder named by $CDATLIB_SHARED_DATA
+(skipped when absent). Real-data runs are scored on the validation split only: the test split is not used here."""
 import os
 from pathlib import Path
 
@@ -69,8 +69,8 @@ def test_real_mosi_utterances(name):
     if name == 'misa': model, lr = MISA(data.dims, 1, hidden_size=32, ff_dim=64, rnn_hidden={'text': 32, 'audio': 32, 'vision': 32}), 1e-3
     else: model, lr = TAILOR(data.dims, 1, task_kind='regression', **TINY_TAILOR), 1e-3
     model = _fit(model, data.train, data.task, epochs=4, lr=lr)
-    with torch.no_grad(): pred = model(data.test.batch(torch.arange(len(data.test)))).logits
-    y = data.test.labels
+    with torch.no_grad(): pred = model(data.valid.batch(torch.arange(len(data.valid)))).logits
+    y = data.valid.labels
     mae = sentiment_metrics(y, pred)['mae']
     mae_median = sentiment_metrics(y, data.train.labels.median().expand_as(y))['mae']
     assert mae < mae_median, (name, mae, mae_median)
@@ -83,15 +83,15 @@ def test_misa_detached_norm_collapses_on_real_mosi():
         pytest.skip(f"real data not found at {path}: clone beside shared/ or set CDATLIB_SHARED_DATA")
     torch.set_num_threads(1)
     data = load_utterance_npz(path)
-    test = data.test.batch(torch.arange(len(data.test)))
+    valid = data.valid.batch(torch.arange(len(data.valid)))
     res = {}
     for detach in (False, True):
         torch.manual_seed(0)
         model = MISA(data.dims, 1, hidden_size=32, ff_dim=64, rnn_hidden={m: 32 for m in MODALITIES}, diff_detach_norm=detach)
         model = _fit(model, data.train, data.task, epochs=4, lr=1e-3)
-        with torch.no_grad(): out = model(test)
+        with torch.no_grad(): out = model(valid)
         spread = torch.stack([h.std(0).mean() for h in out.h.values()]).mean().item()
-        res[detach] = (sentiment_metrics(data.test.labels, out.logits)['mae'], spread)
+        res[detach] = (sentiment_metrics(data.valid.labels, out.logits)['mae'], spread)
     (mae_exact, spread_exact), (mae_ref, spread_ref) = res[False], res[True]
     assert mae_exact < mae_ref - 0.3, res
     assert spread_ref < 0.2 * spread_exact, res
