@@ -10,7 +10,7 @@ __all__ = ['ARRAY_KINDS', 'SAFE_GLOBALS', 'ZIP_RATIO', 'ZIP_FLOOR', 'TORCH_GLOBA
            'LAYOUTS', 'LAYOUT_ALIASES', 'DatasetFormatError', 'check_regular_file', 'SafeUnpickler', 'safe_pickle_load',
            'safe_torch_load', 'active_per_sample', 'load_mult_pickle', 'load_mmsa_pickle', 'decode_tailor_targets',
            'load_tailor_pt', 'read_csd', 'describe_csd', 'write_csd', 'segment_frames', 'read_folds', 'load_sdk_csd',
-           'load_utterance_npz', 'layout_name', 'sniff_layout', 'load_dataset']
+           'shared_data_dir', 'load_utterance_npz', 'layout_name', 'sniff_layout', 'load_dataset']
 
 # %% ../nbs/02_formats.ipynb #7d83f11e
 import argparse
@@ -857,6 +857,14 @@ def load_sdk_csd(path,             # a label .csd, or a folder with a label .csd
     report = {'root': lab['root'], 'metadata': lab['metadata'], 'unassigned_segments': unassigned,
               'segments_without_frames': empty, 'feature_files': {m: str(c['path']) for m, c in feats.items()}}
     return _finish(path, 'sdk', task, out, report)
+
+# %% ../nbs/02_formats.ipynb #f12441a1
+def shared_data_dir() -> Path:
+    "The real-data folder: $CDATLIB_SHARED_DATA, else `shared/data` beside the repository's folder"
+    env = os.environ.get('CDATLIB_SHARED_DATA')
+    if env: return Path(env)
+    import cdatlib   # here, not at the top: the package is still being imported when this module loads
+    return Path(cdatlib.__file__).resolve().parents[2] / 'shared' / 'data'
 
 # %% ../nbs/02_formats.ipynb #8aea8885
 NPZ_KEYS = ('segment_id', 'text', 'audio', 'vision', 'sentiment')

@@ -6,7 +6,7 @@ Docs: https://cdatlib.github.io/cdatlib/reproduce.html.md"""
 
 # %% ../nbs/24_reproduce.ipynb #8ee89661
 from __future__ import annotations
-import argparse, dataclasses, importlib.metadata, json, math, os, platform, re, subprocess, sys, time
+import argparse, dataclasses, json, math, os, platform, re, subprocess, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -18,14 +18,15 @@ from .learner import Callback
 from .callbacks import atomic_write
 from .hycon import normalise, same_class, intra_scores, inter_scores
 from .metrics import format_mean_std
+from .experiments.real_mosi import md_table, package_versions   # the shared report helpers (chapter 15)
 
 # %% auto #0
 __all__ = ['ALT_LOSSES', 'ALT_MARGINS', 'DATASETS', 'SENTIMENT', 'EMOTIONS_ML', 'IEMOCAP', 'MASKING', 'COMPLEXITY', 'BASELINES',
            'CONFIDNET_GRID', 'CDAT_BASE', 'HYCON_BASE', 'EXPERIMENTS', 'PUBLISHED', 'SMOKE', 'SMOKE_MODEL_ARGS',
            'SMOKE_CONFIDNET', 'PERCENT', 'alt_loss_loop', 'alt_loss', 'AltContrastive', 'Row', 'Experiment', 'slug',
            'resolve', 'pending', 'train_unit', 'run_local', 'ray_init', 'run_ray', 'per_seed_table', 'summary_table',
-           'environment', 'plot_table', 'to_markdown', 'write_report', 'reproduce', 'add_reproduce_parser',
-           'list_experiments', 'run_reproduce', 'main']
+           'environment', 'plot_table', 'write_report', 'reproduce', 'add_reproduce_parser', 'list_experiments',
+           'run_reproduce', 'main']
 
 # %% ../nbs/24_reproduce.ipynb #d6afee13
 ALT_LOSSES = ('triplet', 'hard_triplet', 'npair', 'contrastive')
@@ -500,10 +501,6 @@ def summary_table(exp:Experiment, per_seed:pd.DataFrame)->pd.DataFrame:
     return pd.DataFrame(recs).set_index('row')
 
 # %% ../nbs/24_reproduce.ipynb #2ae06aee
-def _version(pkg):
-    try: return importlib.metadata.version(pkg)
-    except importlib.metadata.PackageNotFoundError: return None
-
 def environment()->dict:
     "Versions, hardware and commit of this run"
     root = Path(__file__).resolve().parents[1] if '__file__' in globals() else Path.cwd()
@@ -515,7 +512,7 @@ def environment()->dict:
     gpu = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     return {'commit': commit, 'dirty': dirty, 'python': platform.python_version(), 'platform': platform.platform(),
             'cpu': platform.processor() or platform.machine(), 'cpu_count': os.cpu_count(), 'gpu': gpu,
-            'packages': {p: _version(p) for p in ('cdatlib', 'torch', 'numpy', 'pandas', 'scikit-learn', 'seaborn', 'ray')}}
+            'packages': package_versions(('cdatlib', 'torch', 'numpy', 'pandas', 'scikit-learn', 'seaborn', 'ray'), missing=None)}
 
 # %% ../nbs/24_reproduce.ipynb #b8cb5f16
 def plot_table(exp:Experiment, per_seed:pd.DataFrame, path):
@@ -542,13 +539,6 @@ def plot_table(exp:Experiment, per_seed:pd.DataFrame, path):
     return Path(path)
 
 # %% ../nbs/24_reproduce.ipynb #6f2a4974
-def to_markdown(df:pd.DataFrame)->str:
-    "A pipe table (without the tabulate dependency)"
-    cols = [df.index.name or ''] + [str(c) for c in df.columns]
-    lines = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
-    for i, r in df.iterrows(): lines.append('| ' + ' | '.join([str(i)] + [str(v) for v in r.values]) + ' |')
-    return '\n'.join(lines)
-
 def write_report(exp:Experiment, cfgs:dict, per_seed:pd.DataFrame, out_dir, command:str='', smoke:bool=False,
                  prefix:str='results', plot:bool=True, note:str='')->dict:
     "Write PREFIX.csv (per seed), PREFIX_summary.csv, PREFIX.md, PREFIX.png and PREFIX_configs.json into `out_dir`"
@@ -569,7 +559,7 @@ def write_report(exp:Experiment, cfgs:dict, per_seed:pd.DataFrame, out_dir, comm
           f"Ours: test split, mean ± std over seeds {seeds}; accuracies and F1 in %.",
           f"Published: {pub['source']}, as printed (never ours)." if pub else
           "Published: no figures of this table could be read, so none are shown.", '',
-          to_markdown(table), '']
+          md_table(table), '']
     if exp.note: md += [f"Note: {exp.note}.", '']
     if note: md += [f"About the data: {note}", '']
     if plot: md += [f"![{exp.name}]({paths['png'].name})", '']
@@ -646,7 +636,7 @@ def run_reproduce(args)->int:
     cmd = 'python -m cdatlib.reproduce ' + shlex.join(sys.argv[1:]) if sys.argv[1:] else ''
     res = reproduce(args.name, args.data, args.seeds, args.out, args.smoke, args.ray_address, dict(args.set) or None,
                     args.rows, args.results_dir, command=cmd, note=args.note)
-    print(to_markdown(res['table']))
+    print(md_table(res['table']))
     return 0
 
 def main(argv=None)->int:

@@ -2,7 +2,8 @@
 import importlib.util, math
 import numpy as np, pandas as pd, pytest, torch
 from cdatlib.experiments import hycon_mosi as hm
-from cdatlib.experiments.real_mosi import real_mosi_path, shared_data_dir
+from cdatlib.formats import shared_data_dir
+from cdatlib.experiments.real_mosi import real_mosi_path
 
 REAL = real_mosi_path().exists()
 need_real = pytest.mark.skipif(not REAL, reason=f"real CMU-MOSI not found at {real_mosi_path()} (set CDATLIB_SHARED_DATA)")
@@ -108,5 +109,13 @@ def test_pair_scores_vs_loop():
                         (P if (y[i] >= 0) == (y[j] >= 0) else N).append(s)
         assert np.allclose(np.sort(pos), np.sort(P), atol=1e-6) and np.allclose(np.sort(neg), np.sort(N), atol=1e-6)
 
-def test_main_without_data(tmp_path, monkeypatch):
-    with pytest.raises(SystemExit, match='real MOSI not found'): hm.main(['--data', str(tmp_path)])
+def test_main_without_data(tmp_path):
+    with pytest.raises(SystemExit, match='real MOSI features not found at'): hm.main(['--data', str(tmp_path), '--out', str(tmp_path)])
+    assert list(tmp_path.iterdir()) == []                      # nothing written
+    with pytest.raises(KeyError, match='unknown HyCon variant'): hm.main(['--variants', 'HyCon-v3', '--data', str(tmp_path)])
+
+def test_ablation_conclusions_come_from_validation():
+    "chapter 20 ranks the ablations on the stored validation MAE: the column exists for every stored run"
+    from pathlib import Path
+    df = hm.read_results(Path(hm.__file__).resolve().parents[2]/'experiments'/'results'/'hycon_mosi.csv')
+    assert len(df) and df.valid_mae.notna().all() and set(hm.ABLATIONS + hm.MARGINS) <= set(df.variant)

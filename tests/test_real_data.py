@@ -1,15 +1,12 @@
 "cdatlib.formats against the real MOSI files in the real-data folder ($CDATLIB_SHARED_DATA, else shared/data beside the repository; skipped when absent)."
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from cdatlib.formats import describe_csd, load_dataset, load_sdk_csd, load_utterance_npz, read_csd, read_folds
+from cdatlib.formats import describe_csd, load_dataset, load_sdk_csd, load_utterance_npz, read_csd, read_folds, shared_data_dir
 
-SHARED = Path(os.environ.get('CDATLIB_SHARED_DATA', Path(__file__).resolve().parents[1].parent/'shared'/'data'))
-MOSI = SHARED/'mosi'
+MOSI = shared_data_dir()/'mosi'
 
 def real(name):
     p = MOSI/name

@@ -6,7 +6,7 @@ Docs: https://cdatlib.github.io/cdatlib/cdat_corruption.html.md"""
 
 # %% ../../nbs/22_cdat_corruption.ipynb #492183e0
 from __future__ import annotations
-import argparse, copy, importlib.metadata, math, shlex, sys, tempfile, time
+import copy, math, shlex, sys, tempfile, time
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -17,18 +17,22 @@ from ..config import model_class, find_data_samples
 from ..formats import load_dataset
 from ..samples import load_misaligned_manifest
 from ..metrics import binary_per_class_metrics
-from ..callbacks import build_learner, set_seed, CheckpointCB, atomic_write
+from ..callbacks import build_learner, set_seed, CheckpointCB
 from ..cdat.masking import corrupt, train_mode, fuse_dropped
 from ..cdat.confidence import fit_confidnet, tcp_target, modality_confidence, misalignment_auroc
 from ..cdat.transfer import CDaT
 from . import real_mosi
+# the report helpers every experiment chapter shares (chapter 15)
+from .real_mosi import (environment, mean_std_text, seed_table, md_table, read_results, already_run,
+                                           save_rows, report_lines, write_markdown, std_split_caution, require_real_mosi,
+                                           experiment_parser)
 
 # %% auto #0
-__all__ = ['POLARITY', 'SETTINGS', 'KEY', 'SETTING_COLS', 'METHODS', 'COLUMNS', 'DETECTION', 'TITLES', 'to_polarity',
-           'corrupt_splits', 'planted_corruption', 'oracle_drop', 'KnownDrop', 'with_oracle_field', 'predict_probs',
-           'subset_metrics', 'confidence_weights', 'true_tcp_weights', 'across_samples_auroc', 'run_one',
-           'load_experiment_data', 'read_results', 'run_cdat_corruption', 'results_table', 'detection_table',
-           'environment', 'write_report', 'main']
+__all__ = ['POLARITY', 'SETTINGS', 'KEY', 'SETTING_COLS', 'METHODS', 'COLUMNS', 'DETECTION', 'PACKAGES', 'TITLES', 'REGENERATE',
+           'ABOUT', 'to_polarity', 'corrupt_splits', 'planted_corruption', 'oracle_drop', 'KnownDrop',
+           'with_oracle_field', 'predict_probs', 'subset_metrics', 'confidence_weights', 'true_tcp_weights',
+           'across_samples_auroc', 'run_one', 'load_experiment_data', 'run_cdat_corruption', 'results_table',
+           'detection_table', 'write_report', 'main']
 
 # %% ../../nbs/22_cdat_corruption.ipynb #43940960
 POLARITY = Task('binary_per_class', ('positive',), 'sentiment-polarity')
@@ -230,20 +234,6 @@ def load_experiment_data(name:str, # 'std' or 'poria' (real CMU-MOSI), or 'sampl
 # %% ../../nbs/22_cdat_corruption.ipynb #03e06a48
 KEY = ('data', 'seed', 'method')
 SETTING_COLS = tuple(SETTINGS)
-
-def read_results(csv)->pd.DataFrame:
-    "The stored rows (empty when the file does not exist yet)"
-    csv = Path(csv)
-    return pd.read_csv(csv) if csv.is_file() else pd.DataFrame()
-
-def _done(old:pd.DataFrame, name:str, seed:int, s:dict, n_methods:int)->bool:
-    "Is this (data, seed) already in the results, every method, with the same settings?"
-    if old is None or not len(old): return False
-    m = (old['data'] == name) & (old['seed'] == seed)
-    for k in SETTING_COLS:
-        m &= old[k].astype(str) == str(s[k]) if isinstance(s[k], str) else np.isclose(old[k].astype(float), float(s[k]))
-    return int(m.sum()) >= n_methods
-
 METHODS = ('baseline', 'fine-tuned, alpha = 0', 'cdat-const', 'cdat-ce', 'cdat-confidnet', 'oracle (test-time drop)', 'oracle (trained with drop)')
 
 def run_cdat_corruption(datasets=('samples', 'std', 'poria'), # which data: 'samples', 'std', 'poria'
@@ -258,7 +248,8 @@ def run_cdat_corruption(datasets=('samples', 'std', 'poria'), # which data: 'sam
     new = []
     for name in datasets:
         for seed in seeds:
-            if _done(rows, name, seed, s, len(METHODS)): continue
+            # done = every method of this (data, seed) is stored with the same settings
+            if already_run(rows, {'data': name, 'seed': seed}, {k: s[k] for k in SETTING_COLS}, len(METHODS)): continue
             data, known = load_experiment_data(name, seed, s['modality'], s['fraction'], root)
             # on the samples the corruption is the planted one (modality and fraction settings unused): say so
             what = 'planted' if name == 'samples' else f"{s['modality']} {s['fraction']:g}"
@@ -266,10 +257,7 @@ def run_cdat_corruption(datasets=('samples', 'std', 'poria'), # which data: 'sam
             group = [{'data': name, 'seed': seed, 'corruption': what, 'test_corrupted_share': share, **r, **s}
                      for r in run_one(data, known, seed, s)]
             new += group
-            if csv:
-                stale = (rows['data'] == name) & (rows['seed'] == seed) if len(rows) else None
-                rows = pd.concat([rows[~stale] if stale is not None else rows, pd.DataFrame(group)], ignore_index=True)
-                atomic_write(csv, rows.to_csv(index=False))
+            if csv: rows = save_rows(csv, group, replace={'data': name, 'seed': seed})   # a stale group is replaced
             if verbose:
                 b, c = group[0], group[4]
                 print(f"{name:7} seed {seed}: baseline acc {b['acc_all']:.3f} (corrupted {b['acc_corrupted']:.3f}) | "
@@ -280,21 +268,12 @@ def run_cdat_corruption(datasets=('samples', 'std', 'poria'), # which data: 'sam
     return out
 
 # %% ../../nbs/22_cdat_corruption.ipynb #217a7a06
-def _fmt(v, digits:int=3)->str:
-    v = np.asarray(v, float); v = v[~np.isnan(v)]
-    if not len(v): return '—'
-    return f"{v.mean():.{digits}f} ± " + (f"{v.std(ddof=1):.{digits}f}" if len(v) > 1 else 'n/a')
-
 COLUMNS = {'acc_all': 'Acc all', 'acc_corrupted': 'Acc corrupted', 'acc_clean': 'Acc clean',
            'f1_all': 'F1 all', 'f1_corrupted': 'F1 corrupted', 'f1_clean': 'F1 clean', 'auroc': 'detection AUROC'}
 
 def results_table(df:pd.DataFrame, name:str)->pd.DataFrame:
     "mean ± std over seeds of every method on one data set"
-    d = df[df['data'] == name]
-    t = pd.DataFrame.from_dict({m: {'seeds': int((d.method == m).sum()), **{c: _fmt(d[d.method == m][k]) for k, c in COLUMNS.items()}}
-                                for m in METHODS if (d.method == m).any()}, orient='index')
-    t.index.name = 'method'
-    return t
+    return seed_table(df[df['data'] == name], 'method', METHODS, COLUMNS)
 
 DETECTION = {'const': 'auroc', 'ce': 'auroc', 'confidnet': 'auroc', 'true TCP (uses the labels)': 'auroc_true_tcp'}
 
@@ -305,92 +284,78 @@ def detection_table(df:pd.DataFrame, name:str)->pd.DataFrame:
         r = d[d.method == ('baseline' if col == 'auroc_true_tcp' else f'cdat-{v}')]
         allc = 'auroc_all_true_tcp' if col == 'auroc_true_tcp' else 'auroc_all'
         rowc = 'auroc_rows_true_tcp' if col == 'auroc_true_tcp' else 'auroc_rows'
-        rows[v] = {'seeds': len(r), 'within corrupted samples (which modality?)': _fmt(r[col], 2) if col in r else '—',
-                   'across samples (which samples?)': _fmt(r[rowc], 2) if rowc in r else '—',
-                   'over all (sample, modality) pairs': _fmt(r[allc], 2) if allc in r else '—'}
+        cell = lambda c: mean_std_text(r[c], 2) if c in r else '—'
+        rows[v] = {'seeds': len(r), 'within corrupted samples (which modality?)': cell(col),
+                   'across samples (which samples?)': cell(rowc), 'over all (sample, modality) pairs': cell(allc)}
     t = pd.DataFrame.from_dict(rows, orient='index'); t.index.name = 'confidence'
     return t
 
 # %% ../../nbs/22_cdat_corruption.ipynb #706118de
-def environment()->dict:
-    "Hardware and package versions for the report"
-    env = real_mosi.environment()
-    for p in ('numpy', 'pandas', 'scikit-learn', 'cdatlib'):
-        try: env[p] = importlib.metadata.version(p)
-        except importlib.metadata.PackageNotFoundError: env[p] = 'not installed'
-    env['torch threads'] = torch.get_num_threads()
-    return env
+PACKAGES = ('numpy', 'pandas', 'scikit-learn', 'cdatlib')   # versions the report names
 
 TITLES = {'samples': 'Synthetic MOSI sample (`data_samples/mult_mosi_aligned.pkl`), its planted misaligned subset',
           'std': 'Real CMU-MOSI, standard split (SDK folds: 1284 / 229 / 686 utterances)',
           'poria': 'Real CMU-MOSI, speaker-independent split (Poria et al.: 1283 / 164 / 752 utterances)'}
 
+REGENERATE = 'python -m cdatlib.experiments.cdat_corruption --split samples std poria --seeds 0 1 2 3 4'
+
+# the report's first paragraphs: the task, the data and the protocol
+ABOUT = [
+    'Task: sentiment **polarity** (label 1 when the sentiment score is >= 0, so the ~4% zero labels count as '
+    'positive, the MOSI has-0 convention), one logit, binary cross-entropy; the TCP target of ConfidNet is the '
+    'probability of the true class. Model: Naive Fusion (a masked mean + Linear + ReLU encoder per modality, '
+    'concatenation, MLP head). Real data: the Poria et al. (ACL 2017) utterance features (text 100-d, audio '
+    '73-d, vision 100-d), standardised with train statistics; then `corrupt` swaps the **text** features '
+    'among a random **30%** of the utterances of **every** split (train, valid and test alike; corruption seed '
+    '1000 x seed + split number), and the corrupted rows are kept. Samples: the planted subset of the MOSI '
+    'sample (about 10% of every split, one modality each, from the sample with the most different label).', '',
+    'Per seed: the baseline is trained and the epoch with the best **validation** weighted F1 kept; ConfidNet '
+    'is fitted on the frozen baseline (selected on validation MSE); CDaT fine-tunes a copy of the baseline with '
+    'each confidence variant (alpha fixed at 1e4, not tuned), again keeping the best validation epoch; the control '
+    '"fine-tuned, alpha = 0" fine-tunes the same way without the transfer loss. Each '
+    'model is evaluated on test once. Oracles: the baseline with the known-corrupted modality dropped for '
+    'the corrupted test samples (test-time drop); and a model trained, selected and tested with that drop '
+    'on every split (trained with drop). Detection AUROC: how well the weights of each variant, computed '
+    'by the baseline on test, single out the corrupted (sample, modality) pairs (high weight = the model '
+    'does fine without it): within the corrupted samples (is the corrupted modality the one with the highest weight?), '
+    'across samples (does the corrupted modality\'s weight separate the corrupted samples from the clean ones?) '
+    'and over all pairs; chance is 0.5 for each, and const gives 0.5 by '
+    'construction; "true TCP" uses the labels and is the ideal that ConfidNet approximates. Mean ± sample '
+    'std over seeds; Acc and F1 (weighted) of the polarity on all test samples and on its corrupted and clean '
+    'subsets.', '']
+
+def _settings_text(df:pd.DataFrame)->str:
+    "The settings of the stored rows (every value found), and the fixed parts of the recipe"
+    s = {k: sorted(map(str, df[k].unique())) for k in SETTING_COLS if k in df}
+    return (', '.join(f"{k} {'/'.join(v)}" for k, v in s.items()) + '; AdamW (wd 0.01), 10% warm-up + linear decay, '
+            'grad clip 1.0; ConfidNet 4 x 256 with a sigmoid output (the library default), batch 64; CDaT defaults '
+            '(ratio adjustment, batch-mean weighting, teacher detached)')
+
 def write_report(df:pd.DataFrame, # every stored row
                  md_path, # e.g. experiments/results/cdat_corruption.md
                  command:str='')->Path:
     "Rewrite the markdown report from every stored row"
-    env, s = environment(), {k: sorted(map(str, df[k].unique())) for k in SETTING_COLS if k in df}
-    md = ['# Does CDaT find the misaligned modality, where the truth is known?', '',
-          'Task: sentiment **polarity** (label 1 when the sentiment score is >= 0, so the ~4% zero labels count as '
-          'positive, the MOSI has-0 convention), one logit, binary cross-entropy; the TCP target of ConfidNet is the '
-          'probability of the true class. Model: Naive Fusion (a masked mean + Linear + ReLU encoder per modality, '
-          'concatenation, MLP head). Real data: the Poria et al. (ACL 2017) utterance features (text 100-d, audio '
-          '73-d, vision 100-d), standardised with train statistics; then `corrupt` swaps the **text** features '
-          'among a random **30%** of the utterances of **every** split (train, valid and test alike; corruption seed '
-          '1000 x seed + split number), and the corrupted rows are kept. Samples: the planted subset of the MOSI '
-          'sample (about 10% of every split, one modality each, from the sample with the most different label).', '',
-          'Per seed: the baseline is trained and the epoch with the best **validation** weighted F1 kept; ConfidNet '
-          'is fitted on the frozen baseline (selected on validation MSE); CDaT fine-tunes a copy of the baseline with '
-          'each confidence variant (alpha fixed at 1e4, not tuned), again keeping the best validation epoch; the control '
-          '"fine-tuned, alpha = 0" fine-tunes the same way without the transfer loss. Each '
-          'model is evaluated on test once. Oracles: the baseline with the known-corrupted modality dropped for '
-          'the corrupted test samples (test-time drop); and a model trained, selected and tested with that drop '
-          'on every split (trained with drop). Detection AUROC: how well the weights of each variant, computed '
-          'by the baseline on test, single out the corrupted (sample, modality) pairs (high weight = the model '
-          'does fine without it): within the corrupted samples (is the corrupted modality the one with the highest weight?), '
-          'across samples (does the corrupted modality\'s weight separate the corrupted samples from the clean ones?) '
-          'and over all pairs; chance is 0.5 for each, and const gives 0.5 by '
-          'construction; "true TCP" uses the labels and is the ideal that ConfidNet approximates. Mean ± sample '
-          'std over seeds; Acc and F1 (weighted) of the polarity on all test samples and on its corrupted and clean '
-          'subsets.', '',
-          f"- command of the latest invocation: `{command}`" if command else '- command: (not recorded)',
-          '- every row (resumable: finished rows are skipped): `python -m cdatlib.experiments.cdat_corruption --split samples std poria --seeds 0 1 2 3 4`',
-          '- settings: ' + ', '.join(f"{k} {'/'.join(v)}" for k, v in s.items()) +
-          '; AdamW (wd 0.01), 10% warm-up + linear decay, grad clip 1.0; ConfidNet 4 x 256 with a sigmoid output (the library default), batch 64; CDaT defaults '
-          '(ratio adjustment, batch-mean weighting, teacher detached)',
-          f"- seeds: {sorted(int(x) for x in df.seed.unique())}",
-          '- environment: ' + '; '.join(f"{k} {v}" for k, v in env.items()),
-          f"- written {time.strftime('%Y-%m-%d %H:%M %Z')}", '']
+    md = ['# Does CDaT find the misaligned modality, where the truth is known?', '', *ABOUT,
+          *report_lines(command, [REGENERATE], _settings_text(df), df.seed, environment(PACKAGES, threads=True))]
     for name in ('samples', 'std', 'poria'):
         if not (df['data'] == name).any(): continue
-        md += [f'## {TITLES[name]}', '', '### Test metrics', '', real_mosi.md_table(results_table(df, name)), '',
-               '### Detection of the corrupted modality (test)', '', real_mosi.md_table(detection_table(df, name)), '']
-        if name == 'std':
-            md += ['Caution: the vision features come from a network trained on a split that holds 24 of the 31 '
-                   'standard-test videos, so standard-split numbers are optimistic.', '']
-    p = Path(md_path)
-    atomic_write(p, '\n'.join(md) + '\n')
-    return p
+        md += [f'## {TITLES[name]}', '', '### Test metrics', '', md_table(results_table(df, name)), '',
+               '### Detection of the corrupted modality (test)', '', md_table(detection_table(df, name)), '']
+        if name == 'std': md += [std_split_caution(), '']   # text and vision: both made by Poria et al.'s networks
+    return write_markdown(md_path, md)
 
 # %% ../../nbs/22_cdat_corruption.ipynb #db9959bc
 def main(argv=None):
     "Command line: `python -m cdatlib.experiments.cdat_corruption --split samples std poria --seeds 0 1 2 3 4`"
     argv = sys.argv[1:] if argv is None else list(argv)
-    p = argparse.ArgumentParser(prog='python -m cdatlib.experiments.cdat_corruption',
-                                description='CDaT vs baseline vs oracle under a known corruption; resumable; writes cdat_corruption.csv and .md')
+    p = experiment_parser('python -m cdatlib.experiments.cdat_corruption', 'CDaT vs baseline vs oracle under a known '
+                          'corruption; resumable; writes cdat_corruption.csv and .md', SETTINGS,
+                          helps={'model': 'a fusion model with encode/fuse (default naive)'})
     p.add_argument('--split', nargs='*', default=['samples', 'std', 'poria'], choices=['samples', 'std', 'poria'],
                    help="real MOSI split(s) std / poria, and/or the synthetic 'samples'")
-    p.add_argument('--seeds', nargs='*', type=int, default=[0, 1, 2, 3, 4])
-    for k, v in SETTINGS.items():
-        if k == 'model': p.add_argument('--model', default=v, help='a fusion model with encode/fuse (default naive)')
-        else: p.add_argument('--' + k.replace('_', '-'), type=type(v), default=v)
-    p.add_argument('--data', default=None, help='real-data folder (default: $CDATLIB_SHARED_DATA, else shared/data beside the repository)')
-    p.add_argument('--out', default=str(real_mosi.repo_root()/'experiments'/'results'))
-    p.add_argument('--threads', type=int, default=1)
     a = p.parse_args(argv)
+    if {'std', 'poria'} & set(a.split): require_real_mosi(a.data, ', or use --split samples')
     torch.set_num_threads(a.threads)
-    if {'std', 'poria'} & set(a.split) and not real_mosi.real_mosi_path(a.data).exists():
-        sys.exit(f"real MOSI features not found at {real_mosi.real_mosi_path(a.data)}: set CDATLIB_SHARED_DATA or --data, or use --split samples")
     settings = {k: getattr(a, k) for k in SETTINGS}
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True); csv = out/'cdat_corruption.csv'
     run_cdat_corruption(a.split, a.seeds, settings, csv=csv, root=a.data)

