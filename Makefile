@@ -7,6 +7,13 @@ VENV  ?= .venv
 PY    := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
+# Real-data cells and tests read $CDATLIB_SHARED_DATA; a checkout beside a shared/data folder (as in CI) uses that
+# folder when the variable is not set. Without either they skip, saying why.
+ifeq ($(origin CDATLIB_SHARED_DATA), undefined)
+  ifneq ($(wildcard ../shared/data),)
+    export CDATLIB_SHARED_DATA := $(abspath ../shared/data)
+  endif
+endif
 
 .PHONY: install run test docs check lab
 

@@ -860,11 +860,11 @@ def load_sdk_csd(path,             # a label .csd, or a folder with a label .csd
 
 # %% ../nbs/02_formats.ipynb #f12441a1
 def shared_data_dir() -> Path:
-    "The real-data folder: $CDATLIB_SHARED_DATA, else `shared/data` beside the repository's folder"
+    "The real-data folder: $CDATLIB_SHARED_DATA, else `data/` in this checkout (ignored by git)"
     env = os.environ.get('CDATLIB_SHARED_DATA')
     if env: return Path(env)
     import cdatlib   # here, not at the top: the package is still being imported when this module loads
-    return Path(cdatlib.__file__).resolve().parents[2] / 'shared' / 'data'
+    return Path(cdatlib.__file__).resolve().parents[1] / 'data'
 
 # %% ../nbs/02_formats.ipynb #8aea8885
 NPZ_KEYS = ('segment_id', 'text', 'audio', 'vision', 'sentiment')

@@ -3,8 +3,9 @@ import os, subprocess, sys, textwrap
 from pathlib import Path
 import pytest
 
+from cdatlib.formats import shared_data_dir
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get('CDATLIB_SHARED_DATA', ROOT.parent/'shared'/'data'))
+DATA = shared_data_dir()   # $CDATLIB_SHARED_DATA (tests/conftest.py sets it in a checkout beside shared/data)
 
 
 def test_bert_loads_with_network_blocked():

@@ -536,11 +536,11 @@ def test_write_csd_is_stable_and_round_trips(tmp_path):
 
 
 def test_shared_data_dir(monkeypatch, tmp_path):
-    "The real-data folder: $CDATLIB_SHARED_DATA when set, else shared/data beside the repository"
+    "The real-data folder: $CDATLIB_SHARED_DATA when set, else data/ in the checkout"
     from cdatlib.formats import shared_data_dir
     monkeypatch.setenv('CDATLIB_SHARED_DATA', str(tmp_path))
     assert shared_data_dir() == tmp_path
     monkeypatch.delenv('CDATLIB_SHARED_DATA')
-    assert shared_data_dir() == Path(__file__).resolve().parents[1].parent/'shared'/'data'
+    assert shared_data_dir() == Path(__file__).resolve().parents[1]/'data'
     from cdatlib.experiments import real_mosi   # still importable from its first home
     assert real_mosi.shared_data_dir is shared_data_dir

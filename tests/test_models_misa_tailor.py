@@ -13,8 +13,9 @@ from cdatlib.metrics import sentiment_metrics
 from cdatlib.models.misa import MISA
 from cdatlib.models.tailor import TAILOR
 
+from cdatlib.formats import shared_data_dir
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get('CDATLIB_SHARED_DATA', ROOT.parent / 'shared' / 'data'))
+SHARED = shared_data_dir()   # $CDATLIB_SHARED_DATA (tests/conftest.py sets it in a checkout beside shared/data)
 TINY_TAILOR = dict(hidden_size=16, num_heads=2, ff_dim=32, text_layers=1, audio_layers=1, vision_layers=1,
                    cross_layers=1, decoder_layers=1, max_len=16)
 

@@ -4,8 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from cdatlib.formats import shared_data_dir
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get('CDATLIB_SHARED_DATA', ROOT.parent / 'shared' / 'data'))
+DATA = shared_data_dir()   # $CDATLIB_SHARED_DATA (tests/conftest.py sets it in a checkout beside shared/data)
 NPZ = DATA / 'mosi' / 'mosi_poria_utterance_real.npz'
 need_data = pytest.mark.skipif(not NPZ.exists(), reason=f"real data not found at {NPZ}: clone beside shared/ or set CDATLIB_SHARED_DATA")
 

@@ -1,0 +1,8 @@
+"Set-up shared by every test file"
+import os
+from pathlib import Path
+
+# The real-data tests read $CDATLIB_SHARED_DATA. A checkout that sits beside a `shared/data` folder (as in CI) uses
+# that folder when the variable is not set; without either, those tests skip and say why.
+_beside = Path(__file__).resolve().parents[2]/'shared'/'data'
+if 'CDATLIB_SHARED_DATA' not in os.environ and _beside.is_dir(): os.environ['CDATLIB_SHARED_DATA'] = str(_beside)
