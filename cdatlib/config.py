@@ -31,9 +31,8 @@ class ConfigError(ValueError):
 DEFAULT_SAMPLE = 'tailor_mosei_aligned.pt'
 
 def find_data_samples()->Path:
-    "The `data_samples/` folder: `$CDATLIB_SAMPLES`, else beside the package, else in the working directory"
-    cands = [os.environ.get('CDATLIB_SAMPLES'), Path(cdatlib.__file__).resolve().parents[1]/'data_samples',
-             Path.cwd()/'data_samples']
+    "The `data_samples/` folder: `$CDATLIB_SAMPLES`, else `data_samples` in the working directory, else beside the package"
+    cands = [os.environ.get('CDATLIB_SAMPLES'), 'data_samples', Path(cdatlib.__file__).resolve().parents[1]/'data_samples']
     for c in cands:
         if c and Path(c).is_dir(): return Path(c)
     raise ConfigError("data_samples/ not found: run from a clone of the repository or set CDATLIB_SAMPLES")

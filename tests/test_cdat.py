@@ -5,38 +5,29 @@ import pytest
 import torch
 from torch import nn
 from cdatlib.dataset import MODALITIES, Task
-from cdatlib.encoders import masked_mean
-from cdatlib.models.core import FusionModel, FusionOutput, toy_batch
+from cdatlib.models.core import ToyFusion, toy_batches
 from cdatlib.models.naive import NaiveFusion
-from cdatlib.cdat.masking import masking_gains, fuse_dropped, supports_fuse, train_mode, drop_blocks, tile_parts
+from cdatlib.cdat.masking import masking_gains, fuse_dropped, supports_fuse, train_mode
 from cdatlib.cdat.confidence import tcp_target, fit_confidnet, cache_fused, ce_confidence, ConfidNet
 from cdatlib.cdat.transfer import pkt_loss, pkt_probs, pair_weights, dckt_loss, CDaT, PAIRS
 
 DIMS = {'text': 6, 'audio': 3, 'vision': 4}
 
-class Toy(FusionModel):
-    "encode/fuse contract; counts forward and fuse calls"
+class Toy(ToyFusion):
+    "Chapter 06's ToyFusion with dropout 0.5; counts forward calls and logs (rows, training) of each fuse call"
     def __init__(self, dims=DIMS, n_outputs=2, hidden=4):
-        super().__init__(dims, n_outputs)
-        self.enc = nn.ModuleDict({m: nn.Linear(dims[m], hidden) for m in MODALITIES})
-        self.dropout, self.head = nn.Dropout(0.5), nn.Linear(3 * hidden, n_outputs)
+        super().__init__(dims, n_outputs, hidden, dropout=0.5)
         self.n_forward, self.fuse_log = 0, []
-    def encode(self, batch):
-        return {'h': {m: self.enc[m](masked_mean(batch[m], batch[m + '_mask'])) for m in MODALITIES}}
     def fuse(self, parts, drop=()):
         self.fuse_log.append((len(parts['h']['text']), self.training))
-        h = self.mask_reprs(parts['h'], drop)
-        z = self.dropout(torch.cat([h[m] for m in MODALITIES], -1))
-        return FusionOutput(h=h, z=z, logits=self.head(z), parts=parts)
+        return super().fuse(parts, drop)
     def forward(self, batch, drop=()):
         self.n_forward += 1
         return super().forward(batch, drop)
 
 def batches(n, B=8, seed=0):
     "n toy batches (3 steps, two 0/1 labels) with sample indices numbered on across batches"
-    out = [toy_batch(B, L=3, dims=DIMS, n_out=2, binary=True, seed=100 * seed + i) for i in range(n)]
-    for i, b in enumerate(out): b['index'] = b['index'] + i * B
-    return out
+    return toy_batches(n, B, seed, dims=DIMS)
 
 class Probe:
     "Stands in for the Learner inside one training batch"

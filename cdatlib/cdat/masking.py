@@ -16,29 +16,12 @@ import torch
 from torch import nn
 from ..dataset import MODALITIES
 from ..learner import to_device
+from ..models.core import drop_each_modality
 
 # %% auto #0
-__all__ = ['LABEL_SET_KINDS', 'drop_blocks', 'tile_parts', 'supports_fuse', 'train_mode', 'forward_dropped', 'fuse_dropped',
-           'label_matrix', 'sample_jaccard', 'MaskingReport', 'masking_gains', 'masking_predictions',
-           'masking_analysis', 'plot_masking', 'masking_for_run', 'corrupt']
-
-# %% ../../nbs/16_cdat_masking.ipynb #cbee9736
-def drop_blocks(B:int, # batch size
-                device=None,
-               )->torch.Tensor: # (3B, 3) bool
-    "Per-sample drop matrix for a 3x tiled batch: block k (rows kB..(k+1)B-1) drops `MODALITIES[k]`"
-    return torch.eye(len(MODALITIES), dtype=torch.bool, device=device).repeat_interleave(B, 0)
-
-def tile_parts(parts, # a tensor, or a dict / list / tuple of them (the encoders' outputs)
-               B:int, # batch size: only tensors whose first dimension is B are tiled
-               n:int=3, # number of copies
-              ):
-    "`parts` with every batch tensor repeated `n` times along the batch (copy j is rows jB..(j+1)B-1)"
-    if torch.is_tensor(parts):
-        return parts.repeat(n, *([1] * (parts.ndim - 1))) if parts.ndim and parts.shape[0] == B else parts
-    if isinstance(parts, dict): return {k: tile_parts(v, B, n) for k, v in parts.items()}
-    if isinstance(parts, (list, tuple)): return type(parts)(tile_parts(v, B, n) for v in parts)
-    return parts
+__all__ = ['LABEL_SET_KINDS', 'supports_fuse', 'train_mode', 'forward_dropped', 'fuse_dropped', 'label_matrix', 'sample_jaccard',
+           'MaskingReport', 'masking_gains', 'masking_predictions', 'masking_analysis', 'plot_masking',
+           'masking_for_run', 'corrupt']
 
 # %% ../../nbs/16_cdat_masking.ipynb #906b1bf1
 def _accepts(fn, name:str)->bool:
@@ -96,10 +79,9 @@ def fuse_dropped(model:nn.Module, # a fusion model
             if split:
                 outs = [model.fuse(parts, drop=m) for m in MODALITIES]
                 return torch.stack([o.z.flatten(1) for o in outs]), torch.stack([o.logits for o in outs])
-            ref = out.z if out is not None else batch['y']
-            B = len(ref)
-            o = model.fuse(tile_parts(parts, B, len(MODALITIES)), drop=drop_blocks(B, ref.device))
-            return o.z.reshape(len(MODALITIES), B, -1), o.logits.reshape(len(MODALITIES), B, -1)
+            o = model.fuse(*drop_each_modality(parts)) # one call on 3B rows: block k drops MODALITIES[k]
+            k = len(MODALITIES); B = len(o.logits) // k
+            return o.z.reshape(k, B, -1), o.logits.reshape(k, B, -1)
         if batch is None: raise ValueError("fuse_dropped: this model has no encode/fuse split; pass the batch")
         outs = [forward_dropped(model, batch, m) for m in MODALITIES]
         return torch.stack([o.z.flatten(1) for o in outs]), torch.stack([o.logits for o in outs])
@@ -218,7 +200,7 @@ def plot_masking(report:MaskingReport, # from `masking_gains` / `masking_analysi
 
 # %% ../../nbs/16_cdat_masking.ipynb #0850f58a
 def masking_for_run(run_dir, # a seed folder written by `cdat train` (config.json, best.pt)
-                    split:str='test', # the split to analyse
+                    split:str='valid', # the split to analyse (as `analyze_masking` and `cdat analyze masking`)
                     criterion:str='jaccard',
                     drop_empty:bool=False,
                     batch_size:int=None, # default: the run's batch size

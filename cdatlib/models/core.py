@@ -13,8 +13,8 @@ from ..dataset import MODALITIES
 from ..encoders import masked_mean
 
 # %% auto #0
-__all__ = ['FusionOutput', 'check_drop', 'FusionModel', 'toy_batch', 'ToyFusion', 'repeat_parts', 'drop_each_modality',
-           'count_parameters']
+__all__ = ['FusionOutput', 'check_drop', 'FusionModel', 'toy_batch', 'toy_batches', 'ToyFusion', 'repeat_parts',
+           'drop_each_modality', 'count_parameters']
 
 # %% ../../nbs/06_fusion.ipynb #ab03dcfd
 @dataclass
@@ -109,7 +109,7 @@ def toy_batch(B:int=4, # samples
               pad:int=2, # left-padding steps of the first sample, in every modality
               seed:int=0, # the same seed gives the same batch
              )->dict:
-    "A random batch in the `Batch` layout, for the demonstrations and tests of fusion models"
+    "A random batch in the layout of `MultimodalDataset.batch`, for the demonstrations and tests of fusion models"
     dims = dims or {'text': 6, 'audio': 3, 'vision': 4}
     lens = dict(L) if isinstance(L, dict) else {m: L for m in dims}
     if pad >= min(lens.values()): raise ValueError(f"toy_batch: pad={pad} must be smaller than every length {lens}")
@@ -121,6 +121,20 @@ def toy_batch(B:int=4, # samples
     y = torch.rand(B, n_out, generator=g)
     batch['y'], batch['index'] = (y > 0.5).float() if binary else y, torch.arange(B)
     return batch
+
+# %% ../../nbs/06_fusion.ipynb #d43b7ac3
+def toy_batches(n_batches:int, # how many batches
+                B:int=8, # samples per batch
+                seed:int=0, # batch i is `toy_batch(..., seed=100 * seed + i)`
+                L=3, # steps per sequence (see `toy_batch`)
+                n_out:int=2, # label columns
+                binary:bool=True, # 0/1 labels
+                **kwargs, # other arguments of `toy_batch` (dims, pad)
+               )->list:
+    "`n_batches` toy batches, a stand-in for a data loader: sample indices numbered on from one batch to the next"
+    bs = [toy_batch(B, L=L, n_out=n_out, binary=binary, seed=100 * seed + i, **kwargs) for i in range(n_batches)]
+    for i, b in enumerate(bs): b['index'] = b['index'] + i * B
+    return bs
 
 # %% ../../nbs/06_fusion.ipynb #2ae44dfd
 class ToyFusion(FusionModel):
