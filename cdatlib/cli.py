@@ -6,7 +6,7 @@ Docs: https://cdatlib.github.io/cdatlib/cli.html.md"""
 
 # %% ../nbs/14_cli.ipynb #ec4660ff
 from __future__ import annotations
-import argparse, contextlib, dataclasses, errno, io, json, re, sys, time
+import argparse, contextlib, dataclasses, errno, io, json, sys, time
 from pathlib import Path
 import pandas as pd
 import torch
@@ -33,21 +33,12 @@ def load_data(cfg:TrainConfig):
     "The dataset of `cfg` (its layout name resolved, e.g. 'npz' -> 'utterance')"
     return load_dataset(cfg.data_path(), layout=resolve_layout(cfg.layout))
 
-_REPAIRED = re.compile(r'^(\w+\.\w+): (\d+) non-finite values \(NaN/inf\) replaced by 0 \(([\d.]+%) of its values\)$')
-
-def _merge_repairs(warns:list)->list:
-    "The reader's per-split lines about replaced NaN/inf values as one line (CMU files have them in every split)"
-    found = [m for w in warns if (m := _REPAIRED.match(w))]
-    if len(found) < 2: return warns
-    merged = "non-finite values (NaN/inf) replaced by 0: " + ', '.join(f"{m[1]} {m[2]} ({m[3]})" for m in found)
-    return [merged] + [w for w in warns if not _REPAIRED.match(w)]
-
 def data_report(data, # a `MultimodalData`
                 test:bool=False, # the test split will be evaluated
                )->tuple:
     "(warnings, problems): what the reader noticed, and what makes training on `data` meaningless"
     w, p = getattr(data, 'warnings', None), getattr(data, 'problems', None)
-    if callable(w): warns = _merge_repairs(list(w()))
+    if callable(w): warns = list(w(merge_repairs=True)) # one line for the NaNs of all splits
     else: # readers without a report: at least the values they replaced
         nf = {m: sum(ds.nonfinite.get(m, 0) for ds in data) for m in data.dims}
         warns = [f"non-finite values replaced by 0: {', '.join(f'{m} {n}' for m, n in nf.items() if n)}"] if any(nf.values()) else []

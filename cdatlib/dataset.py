@@ -264,7 +264,16 @@ class MultimodalData:
 # %% ../nbs/01_dataset.ipynb #a8f89f4d
 SENTIMENT_RANGE = (-3.0, 3.0)  # CMU-MOSI/MOSEI sentiment is annotated on a 7-point scale from -3 to +3
 
-def _split_checks(ds, task:Task, s:str)->tuple:
+def _repair_warnings(repaired:list)->list:
+    "One warning for the replaced NaN/inf values of `repaired`, a list of (split.modality, count, share)"
+    if len(repaired) == 1:
+        (k, nf, share), = repaired
+        return [f"{k}: {nf} non-finite values (NaN/inf) replaced by 0 ({share:.2%} of its values)"]
+    return ["non-finite values (NaN/inf) replaced by 0: " + ', '.join(f"{k} {nf} ({share:.2%})" for k, nf, share in repaired)] if repaired else []
+
+def _split_checks(ds, task:Task, s:str,
+                  repaired:list=None, # collects (split.modality, count, share) of replaced values instead of a warning each
+                 )->tuple:
     "(warnings, problems) of one split `s`: its size, each modality's values and masks, its labels"
     warns, probs = [], []
     if len(ds) == 0: return warns, [f"{s}: no samples"]
@@ -274,7 +283,10 @@ def _split_checks(ds, task:Task, s:str)->tuple:
         elif nf and nf >= x.numel(): probs.append(f"{s}.{m}: every value was NaN or inf and became 0")
         elif not ds.masks[m].any(): probs.append(f"{s}.{m}: 0% real steps (every mask is False): the model sees only padding")
         else:
-            if nf: warns.append(f"{s}.{m}: {nf} non-finite values (NaN/inf) replaced by 0 ({nf / x.numel():.2%} of its values)")
+            if nf:
+                item = (f"{s}.{m}", nf, nf / x.numel())
+                if repaired is None: warns += _repair_warnings([item])
+                else: repaired.append(item)
             if not x.any(): warns.append(f"{s}.{m}: every feature value is 0: this modality carries no information")
     y = ds.labels
     if task.kind == 'regression' and tuple(task.classes) == ('sentiment',):
@@ -298,15 +310,18 @@ def _shared_ids(data)->list:
             if shared: warns.append(f"{s}.id: {len(shared)} of its ids are also {prev} ids (e.g. {sorted(shared)[0]!r})")
     return warns
 
-def _data_checks(data)->tuple:
+def _data_checks(data, merge_repairs:bool=False)->tuple:
     "(warnings, problems) of a MultimodalData: one-line strings, each naming the split and the modality or field"
-    found = [_split_checks(data[s], data.task, s) for s in SPLITS]
-    return [w for ws, _ in found for w in ws] + _shared_ids(data), [p for _, ps in found for p in ps]
+    repaired = [] if merge_repairs else None # CMU files have NaNs in every split: one line for all of them
+    found = [_split_checks(data[s], data.task, s, repaired) for s in SPLITS]
+    return _repair_warnings(repaired or []) + [w for ws, _ in found for w in ws] + _shared_ids(data), [p for _, ps in found for p in ps]
 
 @patch
-def warnings(self:MultimodalData)->list:
+def warnings(self:MultimodalData,
+             merge_repairs:bool=False, # the replaced NaN/inf values of every split in one line (the `cdat` command's)
+            )->list:
     "One line per thing to know before training (repaired values, all-zero modality, ids shared between splits)"
-    return _data_checks(self)[0]
+    return _data_checks(self, merge_repairs)[0]
 
 @patch
 def problems(self:MultimodalData)->list:
