@@ -18,7 +18,8 @@ Sections (each one's results are written as soon as it ends, so an interrupted r
                    float32 and under float16 autocast + GradScaler, batch 64 (this also warms each model up);
   2. pipeline      TAILOR + CDaT with ConfidNet confidence, the library's own code path: stage 1 `build_learner`
                    + fit, stage 2 `cache_fused` + `fit_confidnet` (timed alone, for the per-epoch cost), then stages
-                   2 and 3 through `cdat_stages`, all with mixed precision;
+                   2 and 3 through the run pipeline (`cdatlib.run.train`, method cdat, from the stage-1 weights),
+                   all with mixed precision;
   3. baselines     one epoch (train + valid) of naive, tfn, misa and tailor through `build_learner(amp=True)`;
   4. bench_cdat    benchmarks/bench_cdat.py --device cuda --amp (CDaT / baseline step time and memory), its output.
 
@@ -124,14 +125,15 @@ def model_steps(a, data, device):
 
 
 def pipeline(a, data, device, run_dir:Path, res:dict):
-    "Stage 1 (TAILOR), stage 2 timed alone (cache + ConfidNet epochs), then stages 2 + 3 through `cdat_stages`; fills `res` as it goes"
-    from cdatlib.config import model_class
+    "Stage 1 (TAILOR), stage 2 timed alone (cache + ConfidNet epochs), then stages 2 + 3 through `run.train`; fills `res` as it goes"
+    from cdatlib.config import build_model
     from cdatlib.callbacks import build_learner, set_seed, dataloaders
     from cdatlib.cdat.confidence import cache_fused, fit_confidnet
-    from cdatlib.cdat.transfer import cdat_stages
+    from cdatlib.config import TrainConfig
+    from cdatlib.run import train
     res.update(model='tailor', confidence='confidnet', stage_epochs=a.stage_epochs, confidnet_epochs=a.confidnet_epochs)
     set_seed(0)
-    base = model_class('tailor')(data.dims, data.task.n_outputs)
+    base = build_model(TrainConfig(model='tailor'), data)   # as the run pipeline builds it for stages 2 and 3
     t1 = PhaseTimer(); res['stage1_epochs'] = t1.epochs   # filled in place: an interrupted run keeps the epochs done
     t0 = time.perf_counter()
     build_learner(base, data, path=run_dir/'baseline', cbs=[t1], **learner_kw(a, device)).fit(a.stage_epochs)
@@ -140,7 +142,7 @@ def pipeline(a, data, device, run_dir:Path, res:dict):
     # stage 2 alone: one forward pass over train + valid for the cache, then ConfidNet epochs on it
     dls = dataloaders(data, a.batch_size, device=device, on_device=True)
     sync(device); t0 = time.perf_counter()
-    cache = {s: cache_fused(base, dls[s], data.task, device) for s in ('train', 'valid')}   # as cdat_stages does: no autocast
+    cache = {s: cache_fused(base, dls[s], data.task, device) for s in ('train', 'valid')}   # as the ConfidNet stage does: no autocast
     sync(device); res['cache_s'] = round(time.perf_counter() - t0, 3)
     t0 = time.perf_counter()
     fit_confidnet(base, {'train': dls['train'], 'valid': dls['valid']}, data.task, epochs=a.confidnet_epochs, cache=cache)
@@ -151,12 +153,18 @@ def pipeline(a, data, device, run_dir:Path, res:dict):
     # the whole of stages 2 and 3 as the library runs them (its own ConfidNet fit, then CDaT fine-tuning)
     t3 = PhaseTimer(); res['stage3_epochs'] = t3.epochs
     t0 = time.perf_counter()
-    learn = cdat_stages(base, data, run_dir/'cdat', confidence='confidnet', alpha=1e4, epochs=a.stage_epochs,
-                        confidnet_args=dict(epochs=a.confidnet_epochs), cbs=[t3], **learner_kw(a, device))
+    # the stages as the library runs them: `init_from` names stage 1's weights, so stages 2 and 3 run on `data`
+    # (the random tensors held on the device; the configuration records the embedded sample's path, unused)
+    cfg = TrainConfig(model='tailor', method='cdat', confidence='confidnet', alpha=1e4, epochs=a.stage_epochs,
+                      batch_size=a.batch_size, lr=5e-5, device=str(device), init_from=str(run_dir/'baseline'),
+                      confidnet_args=dict(epochs=a.confidnet_epochs), out_dir=str(run_dir/'cdat'), patience=0)
+    result = train(cfg, data=data, cbs=[t3], progress=False, log=lambda *m: None, warn=lambda *m: None)
+    hist = result.seed_dir(0)/'cdat'/'log.csv'
     res['stages23_total_s'] = round(time.perf_counter() - t0, 3)
     res['pipeline_total_s'] = round(res['stage1_total_s'] + res['stages23_total_s'], 3)
-    res['stage3_train_loss_cdat'] = learn.history[-1].get('train_loss_cdat')   # the CDaT term was there and finite
-    print(f"  stages 2+3 (cdat_stages): {res['stages23_total_s']} s; stage-3 epochs {[e['epoch_s'] for e in t3.epochs]} s; "
+    import pandas as pd
+    res['stage3_train_loss_cdat'] = float(pd.read_csv(hist)['train_loss_cdat'].iloc[-1])   # the CDaT term was there and finite
+    print(f"  stages 2+3 (run.train): {res['stages23_total_s']} s; stage-3 epochs {[e['epoch_s'] for e in t3.epochs]} s; "
           f"last train_loss_cdat {res['stage3_train_loss_cdat']}", flush=True)
     return res
 

@@ -23,9 +23,10 @@ except ImportError: fcntl = None
 # %% auto #0
 __all__ = ['set_seed', 'get_rng_state', 'set_rng_state', 'warmup_linear', 'WarmupLinearCB', 'RecorderCB', 'GradClipCB',
            'MixedPrecisionCB', 'NonFiniteLossError', 'NonFiniteLossCB', 'file_mode', 'atomic_write', 'atomic_save',
-           'clean_stale_tmp', 'CheckpointError', 'load_checkpoint', 'RunLockError', 'RunLock', 'ResumeCB', 'is_better',
-           'CheckpointCB', 'EarlyStoppingCB', 'CSVLoggerCB', 'DeviceLoader', 'fits_on_device', 'dataloaders',
-           'build_learner', 'fit_seeds', 'L2Penalty', 'LRFinderCB', 'masked_std', 'ActivationStatsCB']
+           'clean_stale_tmp', 'CheckpointError', 'load_checkpoint', 'RunLockError', 'RunLock', 'learner_state',
+           'restore_learner', 'load_weights', 'ResumeCB', 'is_better', 'check_fresh_folder', 'CheckpointCB',
+           'EarlyStoppingCB', 'CSVLoggerCB', 'DeviceLoader', 'fits_on_device', 'dataloaders', 'build_learner',
+           'fit_seeds', 'L2Penalty', 'LRFinderCB', 'lr_find', 'masked_std', 'ActivationStatsCB']
 
 # %% ../nbs/09_callbacks.ipynb #7e6b61d4
 def set_seed(seed:int, # seeds python, numpy, torch (CPU and every GPU)
@@ -171,6 +172,7 @@ def atomic_write(path, # destination file
         finally: os.close(dfd)
     return path
 
+# %% ../nbs/09_callbacks.ipynb #7464cf3f
 def atomic_save(obj, # anything `torch.save` accepts
                 path, # destination file
                ):
@@ -246,88 +248,76 @@ def _plain(x):
 def _loader_generators(dls)->dict:
     return {s: g for s, dl in dls.items() if (g := getattr(dl, 'generator', None)) is not None}
 
-@patch
-def state_dict(self:Learner)->dict:
+def learner_state(learn:Learner)->dict:
     "Everything needed to resume: weights, optimiser, scheduler, scaler, RNG states, epoch, history, callbacks, config"
-    return {'epoch': self.epoch, 'n_epochs': self.n_epochs, 'model': self.model.state_dict(),
-            'opt': self.opt.state_dict() if self.opt is not None else None,
-            'sched': self.sched.state_dict() if self.sched is not None else None,
-            'scaler': self.scaler.state_dict() if self.scaler is not None else None,
-            'rng': get_rng_state(), 'loader_rng': {s: g.get_state() for s, g in _loader_generators(self.dls).items()},
-            'history': copy.deepcopy(self.history),
-            'cbs': {type(cb).__name__: cb.state_dict() for cb in self.cbs if hasattr(cb, 'state_dict')},
-            'cb_params': {k: [p.detach() for p in ps] for k, ps in self.cb_params().items()},
-            'task': {'kind': self.task.kind, 'classes': tuple(self.task.classes), 'name': self.task.name},
-            'config': _plain(self.config)}
+    return {'epoch': learn.epoch, 'n_epochs': learn.n_epochs, 'model': learn.model.state_dict(),
+            'opt': learn.opt.state_dict() if learn.opt is not None else None,
+            'sched': learn.sched.state_dict() if learn.sched is not None else None,
+            'scaler': learn.scaler.state_dict() if learn.scaler is not None else None,
+            'rng': get_rng_state(), 'loader_rng': {s: g.get_state() for s, g in _loader_generators(learn.dls).items()},
+            'history': copy.deepcopy(learn.history),
+            'cbs': {learn.cb_key(cb): cb.state_dict() for cb in learn.cbs if hasattr(cb, 'state_dict')},
+            'cb_params': {k: [p.detach() for p in ps] for k, ps in learn.cb_params().items()},
+            'task': {'kind': learn.task.kind, 'classes': tuple(learn.task.classes), 'name': learn.task.name},
+            'config': _plain(learn.config)}
 
-@patch
-def restore(self:Learner,
-            ck:dict, # a checkpoint dict (`load_checkpoint`)
-            with_opt:bool=True, # also optimiser, scheduler, scaler, RNG, history and callback states
-                    ):
-    "Load a checkpoint dict into the model (and, with `with_opt`, everything needed to continue training)"
-    self.model.load_state_dict(ck['model'])
-    for k, ps in self.cb_params().items(): # add-ons' own parameters, matched by callback and position
+# %% ../nbs/09_callbacks.ipynb #2953d6e2
+def _cb_state(ck:dict, key:str, cb):
+    "The state saved for callback `cb` under `key` (older checkpoints: under its class name), or None"
+    saved = ck.get('cbs') or {}
+    return saved[key] if key in saved else saved.get(type(cb).__name__)
+
+def restore_learner(learn:Learner,
+                    ck:dict, # a checkpoint dict (`load_checkpoint`)
+                    with_opt:bool=True, # also optimiser, scheduler, scaler, RNG, history and callback states
+                   )->Learner:
+    "Load a checkpoint dict into `learn`'s model and add-ons (and, with `with_opt`, everything needed to continue)"
+    learn.model.load_state_dict(ck['model'])
+    for k, ps in learn.cb_params().items(): # add-ons' own parameters, matched by callback and position
         saved = ck.get('cb_params', {}).get(k)
         if saved is None: continue
         if [t.shape for t in saved] != [p.shape for p in ps]: raise ValueError(f"the parameters of {k} do not fit its checkpoint")
         with torch.no_grad():
             for p, t in zip(ps, saved): p.copy_(t)
-    if not with_opt: return
-    if self.opt is not None and ck.get('opt') is not None: self.opt.load_state_dict(ck['opt'])
-    if self.sched is not None and ck.get('sched') is not None: self.sched.load_state_dict(ck['sched'])
-    if self.scaler is not None and ck.get('scaler') is not None: self.scaler.load_state_dict(ck['scaler'])
-    for cb in self.cbs:
-        if hasattr(cb, 'load_state_dict') and type(cb).__name__ in ck.get('cbs', {}):
-            cb.load_state_dict(ck['cbs'][type(cb).__name__])
-    self.history = list(ck.get('history', []))
+    if not with_opt: return learn
+    for nm in ('opt', 'sched', 'scaler'):
+        if getattr(learn, nm) is not None and ck.get(nm) is not None: getattr(learn, nm).load_state_dict(ck[nm])
+    for cb in learn.cbs:
+        sd = _cb_state(ck, learn.cb_key(cb), cb)
+        if sd is not None and hasattr(cb, 'load_state_dict'): cb.load_state_dict(sd)
+    learn.history = list(ck.get('history', []))
     set_rng_state(ck['rng'])
-    self.callback('after_restore') # e.g. CheckpointCB takes its in-memory copy of the best weights
-    gens = _loader_generators(self.dls)
+    learn.callback('after_restore') # e.g. CheckpointCB takes its in-memory copy of the best weights
+    gens = _loader_generators(learn.dls)
     for s, st in ck.get('loader_rng', {}).items():
         if s in gens: gens[s].set_state(st)
+    return learn
 
-@patch
-def load_checkpoint(self:Learner,
-                    path, # checkpoint file
-                    with_opt:bool=False, # weights only (default), or the full training state
-                            ):
-    "Load the weights (and optionally the training state) saved at `path`"
-    self.restore(load_checkpoint(path), with_opt=with_opt)
-    return self
+def load_weights(learn:Learner,
+                 path, # checkpoint file
+                 with_opt:bool=False, # weights only (default), or the full training state
+                )->Learner:
+    "Load the weights (and optionally the training state) saved at `path` into `learn`"
+    return restore_learner(learn, load_checkpoint(path), with_opt=with_opt)
 
 # %% ../nbs/09_callbacks.ipynb #d14c5471
 class ResumeCB(Callback):
-    "Load checkpoint `ck` into the Learner once every other callback has set itself up; added by `fit(resume=...)`"
+    "Continue the run saved at `path`: `fit(n_epochs, cbs=[ResumeCB(path)])` runs only the epochs after the checkpoint's"
     order = math.inf # last in `before_fit`: the scheduler, the scaler and the callbacks' state exist, and get overwritten
     def __init__(self,
-                 ck:dict, # a checkpoint dict (`load_checkpoint`)
-                 path, # the file it came from, for error messages
-                ): self.ck, self.path = ck, path
+                 path, # a checkpoint written by `CheckpointCB`, e.g. `run/'last.pt'`
+                ): self.path, self.ck = path, load_checkpoint(path)
     def before_fit(self, learn):
-        try: learn.restore(self.ck)
+        n = self.ck.get('n_epochs', learn.n_epochs)
+        if n != learn.n_epochs: # the schedule spans the whole run
+            raise CheckpointError(f"{self.path}: written for a run of {n} epochs, not {learn.n_epochs}; "
+                                  "the learning-rate schedule depends on the total, so resume with the same number")
+        try: restore_learner(learn, self.ck)
         except (KeyError, RuntimeError, ValueError, TypeError) as e: # the checkpoint does not fit this Learner
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(f"{self.path}: cannot resume from it: {msg}") from None
-
-@patch
-def fit(self:Learner,
-        n_epochs:int=1, # total number of epochs (a resumed run continues up to this number)
-        resume=None, # path of a checkpoint written by `CheckpointCB` to continue from
-        cbs=(), # extra callbacks for this call only
-       ):
-    "Train for `n_epochs`, or resume the run saved in `resume` and finish it"
-    start = 0
-    if resume is not None:
-        ck = load_checkpoint(resume)
-        if ck.get('n_epochs', n_epochs) != n_epochs: # the schedule spans the whole run
-            raise CheckpointError(f"{resume}: written for a run of {ck.get('n_epochs')} epochs, not {n_epochs}; "
-                                  "the learning-rate schedule depends on the total, so resume with the same number")
-        start, cbs = ck['epoch'] + 1, [*cbs, ResumeCB(ck, resume)]
-    with self.added_cbs(cbs):
-        self._begin_fit(n_epochs, start)
-        self._fit()
-    return self
+        learn.start_epoch = self.ck['epoch'] + 1
+        learn.epochs = range(learn.start_epoch, learn.n_epochs)
 
 # %% ../nbs/09_callbacks.ipynb #a24ce13e
 def is_better(value:float, # new score
@@ -341,23 +331,43 @@ def is_better(value:float, # new score
 
 def _copy_state(model): return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
+def check_fresh_folder(folder, # a run folder; None: nothing is written, nothing to check
+                       names, # the files a fit writes there, e.g. ('best.pt', 'last.pt'); the last one resumes
+                       own=(), # files the caller wrote itself (in an earlier fit): those may be replaced
+                      ):
+    "Raise `CheckpointError` when `folder` holds checkpoints that another fit wrote"
+    if folder is None: return
+    folder = Path(folder)
+    found = [n for n in names if n and (folder/n).exists() and folder/n not in own]
+    if not found: return
+    resume = folder/(names[-1] or found[-1])
+    raise CheckpointError(f"{folder}: already holds {', '.join(found)} of another fit; continue that run with "
+                          f"fit(..., cbs=[ResumeCB('{resume}')]), replace it with overwrite=True, or use another folder")
+
+# %% ../nbs/09_callbacks.ipynb #8a9b8465
 class CheckpointCB(Callback):
-    "Save `best.pt` (validation selection metric) and `last.pt` (resume) atomically; restore the best at the end"
+    "Keep the best validation epoch (in memory, and `best.pt`) and `last.pt` to resume; restore the best at the end"
     order = 50
     def __init__(self,
-                 fname:str='best.pt', # best checkpoint, relative to `learn.path`
-                 last:str='last.pt', # checkpoint of the latest epoch for `fit(resume=...)`; None: don't write
+                 fname:str='best.pt', # best checkpoint, in `learn.path`
+                 last:str='last.pt', # checkpoint of the latest epoch, for `ResumeCB`; None: don't write
                  monitor:str=None, # a key of the validation metrics; default `selection_metric(task)`
                  mode:str=None, # 'max' or 'min' (with `monitor`)
                  restore_best:bool=True, # load the best weights into the model when the fit ends
+                 overwrite:bool=False, # let a fresh fit replace the checkpoints another fit left in `learn.path`
                 ):
         self.fname, self.last, self.monitor, self.mode, self.restore_best = fname, last, monitor, mode, restore_best
+        self.overwrite, self.written = overwrite, set()
+        self.best = self.best_epoch = self.best_state = self.best_path = self.last_path = None # until a fit or a restore
     def before_fit(self, learn):
         if self.monitor is None: self.monitor, self.mode = selection_metric(learn.task)
         self.best, self.best_epoch, self.best_state, self.best_is_current, self.legacy = None, None, None, False, False
         learn.best_score, learn.best_epoch = None, None
-        self.best_path = learn.path/self.fname
-        self.last_path = learn.path/self.last if self.last else None
+        folder = learn.path # None: the best weights are kept in memory only
+        self.best_path = folder/self.fname if folder is not None else None
+        self.last_path = folder/self.last if folder is not None and self.last else None
+        if not (self.overwrite or any(isinstance(cb, ResumeCB) for cb in learn.cbs)):
+            check_fresh_folder(folder, (self.fname, self.last), own=self.written)
     def after_epoch(self, learn):
         if 'valid' not in learn.metrics:
             raise ValueError("CheckpointCB selects on the validation split: give the Learner a 'valid' loader")
@@ -367,26 +377,34 @@ class CheckpointCB(Callback):
         self.best_is_current = is_better(v, self.best, self.mode)
         if self.best_is_current: self.best, self.best_epoch, self.best_state = v, learn.epoch, _copy_state(learn.model)
         learn.best_score, learn.best_epoch = self.best, self.best_epoch
-        ck = learn.state_dict()
-        if self.best_is_current: atomic_save(ck, self.best_path)
-        if self.last_path is not None: atomic_save(ck, self.last_path)
-    def after_restore(self, learn):
-        learn.best_score, learn.best_epoch = self.best, self.best_epoch
-        if self.best_state is not None or self.best_epoch is None: return
-        if self.legacy and self.best_path.exists(): # a checkpoint of an older cdatlib: the best weights are in best.pt
-            ck = load_checkpoint(self.best_path)
-            if ck.get('epoch') == self.best_epoch: self.best_state = ck['model']; return
-        self.best_state = _copy_state(learn.model) # left out of the checkpoint because they were its own weights
+        if self.best_path is None: return
+        ck = learner_state(learn)
+        for p in ([self.best_path] if self.best_is_current else []) + ([self.last_path] if self.last_path else []):
+            atomic_save(ck, p); self.written.add(p)
     def after_fit(self, learn):
         learn.best_score, learn.best_epoch = self.best, self.best_epoch
         # from memory, not from best.pt: whatever happened to the file since, this run's best weights come back
         if self.restore_best and self.best_state is not None: learn.model.load_state_dict(self.best_state)
-    def state_dict(self):
-        return {'best': self.best, 'best_epoch': self.best_epoch,
-                'best_model': None if self.best_is_current else self.best_state}
-    def load_state_dict(self, sd):
-        self.best, self.best_epoch, self.best_state = sd['best'], sd['best_epoch'], sd.get('best_model')
-        self.best_is_current, self.legacy = self.best_state is None, 'best_model' not in sd
+
+# %% ../nbs/09_callbacks.ipynb #84d5d8e3
+@patch
+def state_dict(self:CheckpointCB)->dict:
+    return {'best': self.best, 'best_epoch': self.best_epoch, 'best_model': None if self.best_is_current else self.best_state}
+
+@patch
+def load_state_dict(self:CheckpointCB, sd:dict):
+    self.best, self.best_epoch, self.best_state = sd['best'], sd['best_epoch'], sd.get('best_model')
+    self.best_is_current, self.legacy = self.best_state is None, 'best_model' not in sd
+
+@patch
+def after_restore(self:CheckpointCB, learn):
+    "The best weights in memory again: from the checkpoint, or the restored model's own when they were the same"
+    learn.best_score, learn.best_epoch = self.best, self.best_epoch
+    if self.best_state is not None or self.best_epoch is None: return
+    if self.legacy and self.best_path is not None and self.best_path.exists(): # older checkpoints: from best.pt
+        ck = load_checkpoint(self.best_path)
+        if ck.get('epoch') == self.best_epoch: self.best_state = ck['model']; return
+    self.best_state = _copy_state(learn.model) # left out of the checkpoint because they were its own weights
 
 # %% ../nbs/09_callbacks.ipynb #e68e5404
 class EarlyStoppingCB(Callback):
@@ -419,6 +437,8 @@ class CSVLoggerCB(Callback):
     "Write `learn.history` (one row per epoch) to a CSV file in `learn.path` after every epoch, atomically"
     order = 30
     def __init__(self, fname:str='log.csv'): self.fname = fname
+    def before_fit(self, learn):
+        if learn.path is None: raise ValueError("CSVLoggerCB writes into the run folder: give the Learner a `path`")
     def after_epoch(self, learn): atomic_write(learn.path/self.fname, pd.DataFrame(learn.history).to_csv(index=False))
 
 # %% ../nbs/09_callbacks.ipynb #de48e0cf
@@ -478,17 +498,18 @@ def build_learner(model:nn.Module, # a model built for `data.dims` and `data.tas
                   data, # a `MultimodalData` (or dict split -> dataset with a shared `.task`)
                   lr:float=1e-3, # peak learning rate
                   wd:float=0.01, # weight decay on weight matrices
-                  batch_size:int=64,
+                  batch_size:int=32,
                   seed:int=0, # seeds the train shuffling (seed the model yourself with `set_seed` first)
                   warmup:float=0.1, # warm-up fraction of BertAdam's schedule; None: constant learning rate
                   clip:float=1.0, # max gradient norm; None: no clipping
-                  patience:int=None, # early-stopping patience in epochs; None: no early stopping
+                  patience:int=5, # early-stopping patience in epochs; None (or 0): no early stopping
                   amp:bool=False, # mixed precision (CUDA only)
-                  path='runs', # run folder: best.pt, last.pt, log.csv
+                  path=None, # run folder for best.pt, last.pt, log.csv; None: best weights in memory, nothing written
+                  overwrite:bool=False, # let a fresh fit replace the checkpoints of another fit in `path`
                   device=None, # default: `default_device()`
                   on_device='auto', # keep the data on the device when it fits
-                  checkpoint:bool=True, # write best.pt/last.pt and restore the best weights after fit
-                  csv:str='log.csv', # CSV log file name; None: no log
+                  checkpoint:bool=True, # keep the best epoch (and write best.pt/last.pt to `path`), restore it after fit
+                  csv:str='log.csv', # CSV log file name in `path`; None: no log
                   progress:bool=None, # None: bars only in a terminal or notebook
                   config:dict=None, # extra settings saved in checkpoints (e.g. model name and hyper-parameters)
                   cbs=(), # extra callbacks
@@ -501,9 +522,9 @@ def build_learner(model:nn.Module, # a model built for `data.dims` and `data.tas
     if warmup is not None: std.append(WarmupLinearCB(warmup))
     if clip: std.append(GradClipCB(clip))
     if amp: std.append(MixedPrecisionCB())
-    if csv: std.append(CSVLoggerCB(csv))
+    if csv and path is not None: std.append(CSVLoggerCB(csv))
     if patience: std.append(EarlyStoppingCB(patience))
-    if checkpoint: std.append(CheckpointCB())
+    if checkpoint: std.append(CheckpointCB(overwrite=overwrite))
     args = dict(lr=lr, wd=wd, batch_size=batch_size, seed=seed, warmup=warmup, clip=clip, patience=patience, amp=amp)
     return Learner(model, dls, task, lr=lr, wd=wd, cbs=std + list(cbs), path=path,
                    config={'learner': args, **(config or {})})
@@ -528,19 +549,20 @@ def fit_seeds(make_learner, # `make_learner(seed) -> Learner`, called right afte
 
 # %% ../nbs/09_callbacks.ipynb #2eb6525b
 class L2Penalty(Callback):
-    "Toy add-on: `weight * sum_m (exp(s_m) * mean(h_m^2) - s_m)` with a learnable log-scale `s_m` per modality"
+    "Toy add-on: `weight * sum_m softmax(logits)_m * mean(h_m^2)`, with learnable mixing logits, one per modality"
     order = LOSS_TERM_ORDER
     def __init__(self,
                  weight:float=1e-3, # weight of the whole term
                  name:str='l2', # name of the loss term (logged as loss_<name>)
                 ):
         self.weight, self.name = weight, name
-        self.log_scale = nn.Parameter(torch.zeros(3)) # one per modality, in the order of `out.h`
+        self.logits = nn.Parameter(torch.zeros(3)) # one per modality, in the order of `out.h`: equal weights at first
     def after_loss(self, learn):
         h = getattr(learn.out, 'h', None)
         if not h: return
-        terms = [s.exp() * v.float().pow(2).mean() - s for s, v in zip(self.log_scale, h.values())]
-        learn.add_loss(self.name, self.weight * sum(terms))
+        mix = self.logits[:len(h)].softmax(0) # >= 0, summing to 1: the term is >= 0 and bounded
+        sq = torch.stack([v.float().pow(2).mean() for v in h.values()])
+        learn.add_loss(self.name, self.weight * (mix * sq).sum())
 
 # %% ../nbs/09_callbacks.ipynb #c811bc98
 class LRFinderCB(Callback):
@@ -571,7 +593,7 @@ class LRFinderCB(Callback):
         if not learn.training: return
         if len(self.lrs) >= self.n_iter: raise CancelFitException()
         self._set_lr(learn, self.lr_at(len(self.lrs)))
-    def __iter__(self): return iter((self.lrs, self.losses)) # `lrs, losses = learn.lr_find()`
+    def __iter__(self): return iter((self.lrs, self.losses)) # `lrs, losses = lr_find(learn)`
     def plot(self, figsize=(4, 2.5)):
         "Raw and smoothed training loss against the learning rate (log scale), cut at 3x the best smoothed loss"
         import matplotlib.pyplot as plt # only needed for plotting
@@ -585,36 +607,35 @@ class LRFinderCB(Callback):
 # %% ../nbs/09_callbacks.ipynb #32c7f517
 _LR_FIND_SKIPS = (MetricsCB, WarmupLinearCB, RecorderCB, CheckpointCB, EarlyStoppingCB, CSVLoggerCB)
 
-@patch
-def lr_find(self:Learner,
+def lr_find(learn:Learner,
             start_lr:float=1e-7, end_lr:float=10., # the range of learning rates tried
             n_iter:int=100, # at most this many training steps (several epochs if the loader is shorter)
             diverge:float=4., # stop when the smoothed loss exceeds this multiple of its minimum
            )->LRFinderCB:
-    "Losses under an exponentially growing learning rate; leaves weights, optimiser and RNG as they were"
-    kept = [cb for cb in self.cbs if not isinstance(cb, _LR_FIND_SKIPS)] # the skipped ones are not touched
-    saved = dict(model=_copy_state(self.model), rng=get_rng_state(), cbs=self.cbs, dls=self.dls,
-                 cb_params={k: [p.detach().clone() for p in ps] for k, ps in self.cb_params().items()},
+    "Losses of `learn` under an exponentially growing learning rate; leaves weights, optimiser and RNG as they were"
+    kept = [cb for cb in learn.cbs if not isinstance(cb, _LR_FIND_SKIPS)] # the skipped ones are not touched
+    saved = dict(model=_copy_state(learn.model), rng=get_rng_state(), cbs=learn.cbs, dls=learn.dls,
+                 cb_params={k: [p.detach().clone() for p in ps] for k, ps in learn.cb_params().items()},
                  cb_states={id(cb): copy.deepcopy(cb.state_dict()) for cb in kept if hasattr(cb, 'state_dict')},
-                 loader_rng={s: g.get_state() for s, g in _loader_generators(self.dls).items()},
-                 attrs={k: getattr(self, k, None) for k in ('opt', 'sched', 'scaler', 'history', 'metrics', 'epoch',
-                                                            'start_epoch', 'n_epochs', 'epochs')})
+                 loader_rng={s: g.get_state() for s, g in _loader_generators(learn.dls).items()},
+                 attrs={k: getattr(learn, k, None) for k in ('opt', 'sched', 'scaler', 'history', 'metrics', 'epoch',
+                                                             'start_epoch', 'n_epochs', 'epochs')})
     finder = LRFinderCB(start_lr, end_lr, n_iter, diverge)
     try:
-        self.cbs = kept + [finder]
-        self.dls = {'train': self.dls['train']} # no validation pass: the finder looks at the training loss
-        self.fit(math.ceil(n_iter / len(self.dls['train'])))
+        learn.cbs = kept + [finder]
+        learn.dls = {'train': learn.dls['train']} # no validation pass: the finder looks at the training loss
+        learn.fit(math.ceil(n_iter / len(learn.dls['train'])))
     finally:
-        self.cbs, self.dls = saved['cbs'], saved['dls']
-        self.model.load_state_dict(saved['model'])
+        learn.cbs, learn.dls = saved['cbs'], saved['dls']
+        learn.model.load_state_dict(saved['model'])
         with torch.no_grad():
-            for k, ps in self.cb_params().items():
+            for k, ps in learn.cb_params().items():
                 for p, t in zip(ps, saved['cb_params'].get(k, [])): p.copy_(t)
-        for cb in self.cbs:
+        for cb in learn.cbs:
             if id(cb) in saved['cb_states']: cb.load_state_dict(saved['cb_states'][id(cb)])
-        for k, v in saved['attrs'].items(): setattr(self, k, v)
+        for k, v in saved['attrs'].items(): setattr(learn, k, v)
         set_rng_state(saved['rng'])
-        gens = _loader_generators(self.dls)
+        gens = _loader_generators(learn.dls)
         for s, st in saved['loader_rng'].items(): gens[s].set_state(st)
     return finder
 

@@ -9,19 +9,15 @@ from __future__ import annotations
 import dataclasses, importlib, inspect, json, math, os, typing
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
+from fastcore.basics import patch
 import cdatlib
-from .callbacks import atomic_write
-try: from cdatlib.formats import LAYOUTS # the readers' own list of layout names
-except ImportError: LAYOUTS = ('mult', 'mmsa', 'tailor', 'sdk', 'utterance')
-try: from cdatlib.formats import LAYOUT_ALIASES
-except ImportError: LAYOUT_ALIASES = {'npz': 'utterance'}
 
 # %% auto #0
-__all__ = ['DEFAULT_SAMPLE', 'MODELS', 'ADDONS', 'METHODS', 'CONFIDENCES', 'CONFIDNET_FIT', 'CONFIDNET_FIXED', 'RESUME_SAFE',
-           'ConfigError', 'find_data_samples', 'registered', 'model_class', 'addon_class', 'default_of', 'TrainConfig',
-           'resolve_layout', 'check_device', 'validate_config', 'save_config', 'read_config_dict', 'config_from_dict',
-           'load_config', 'config_diff', 'build_model', 'confidnet_arch', 'save_confidnet', 'load_confidnet',
-           'addon_args', 'build_addons', 'init_weights']
+__all__ = ['DEFAULT_SAMPLE', 'LAYOUTS', 'LAYOUT_ALIASES', 'MODELS', 'ADDONS', 'METHODS', 'CONFIDENCES', 'CONFIDNET_FIT',
+           'CONFIDNET_FIXED', 'RESUME_SAFE', 'ConfigError', 'find_data_samples', 'registered', 'model_class',
+           'addon_class', 'TrainConfig', 'resolve_layout', 'check_device', 'validate_config', 'save_config',
+           'read_config_dict', 'config_from_dict', 'load_config', 'key_value', 'config_diff', 'build_model',
+           'init_weights']
 
 # %% ../nbs/13_config.ipynb #adac32e2
 class ConfigError(ValueError):
@@ -36,6 +32,10 @@ def find_data_samples()->Path:
     for c in cands:
         if c and Path(c).is_dir(): return Path(c)
     raise ConfigError("data_samples/ not found: run from a clone of the repository or set CDATLIB_SAMPLES")
+
+# %% ../nbs/13_config.ipynb #4388ede2
+LAYOUTS = ('mult', 'mmsa', 'tailor', 'sdk', 'utterance') # the readers' names (chapter 02's `LAYOUTS`)
+LAYOUT_ALIASES = {'npz': 'utterance'} # other accepted spellings -> the layout name
 
 # %% ../nbs/13_config.ipynb #ff32792a
 MODELS = {
@@ -78,15 +78,6 @@ def _accepted(cls)->list:
     if any(p.kind == p.VAR_KEYWORD for p in ps): return None
     return [p.name for p in ps if p.name != 'self' and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
-def default_of(target:str, # 'module:name' of a class or function
-               arg:str, # one of its arguments
-               fallback=None, # returned if it cannot be imported
-              ):
-    "The default value of argument `arg` of `target`, read off its signature: one place states each default"
-    mod, name = target.split(':')
-    try: return inspect.signature(getattr(importlib.import_module(mod), name)).parameters[arg].default
-    except (ImportError, AttributeError, KeyError): return fallback
-
 # %% ../nbs/13_config.ipynb #82959c43
 METHODS = ('', 'cdat', 'cdat+hycon') # '' = the model alone (with its add-ons)
 CONFIDENCES = ('const', 'ce', 'confidnet') # CDaT's modality-confidence variants
@@ -115,36 +106,42 @@ class TrainConfig:
     init_from:str='' # a finished run's seed folder (or a checkpoint file) whose best weights start the model; '' = none
     method:str='' # one of `METHODS`: '' = train `model`; 'cdat' = baseline, ConfidNet, CDaT fine-tuning
     confidence:str='ce' # CDaT's modality confidence, one of `CONFIDENCES`
-    alpha:float=default_of(ADDONS['cdat'], 'alpha', 1e4) # weight of CDaT's transfer loss (the CDaT callback's default)
+    alpha:float=1e4 # weight of CDaT's transfer loss (the CDaT callback's default)
     cdat_epochs:int=0 # epochs of CDaT's fine-tuning stage; 0 = `epochs`
     confidnet_args:dict=field(default_factory=dict) # arguments of CDaT's ConfidNet stage (`fit_confidnet`)
 
-    def data_path(self)->Path:
-        "The dataset path this run reads"
-        return Path(self.data).expanduser() if self.data else find_data_samples()/DEFAULT_SAMPLE
+# %% ../nbs/13_config.ipynb #1bac8676
+@patch
+def data_path(self:TrainConfig)->Path:
+    "The dataset path this run reads"
+    return Path(self.data).expanduser() if self.data else find_data_samples()/DEFAULT_SAMPLE
 
-    def stage_addons(self)->dict:
-        "The add-ons of every training stage of the method: `addons` less CDaT's (its stage adds it), plus HyCon for 'cdat+hycon'"
-        if not self.method: return dict(self.addons)
-        out = {k: v for k, v in self.addons.items() if k != 'cdat'}
-        if self.method == 'cdat+hycon': out.setdefault('hycon', {})
-        return out
+@patch
+def stage_addons(self:TrainConfig)->dict:
+    "The add-ons of every training stage of the method: `addons` less CDaT's (its stage adds it), plus HyCon for 'cdat+hycon'"
+    if not self.method: return dict(self.addons)
+    out = {k: v for k, v in self.addons.items() if k != 'cdat'}
+    if self.method == 'cdat+hycon': out.setdefault('hycon', {})
+    return out
 
-    def name(self)->str:
-        "The run's name: '<model>[+<add-on>...]-<data stem>', with '+cdat_<confidence>' for the CDaT method"
-        if self.run_name: return self.run_name
-        method = f"+cdat_{self.confidence}" if self.method else ''
-        return f"{self.model}{method}{''.join('+' + a for a in self.stage_addons())}-{self.data_path().stem}"
+@patch
+def name(self:TrainConfig)->str:
+    "The run's name: '<model>[+<add-on>...]-<data stem>', with '+cdat_<confidence>' for the CDaT method"
+    if self.run_name: return self.run_name
+    method = f"+cdat_{self.confidence}" if self.method else ''
+    return f"{self.model}{method}{''.join('+' + a for a in self.stage_addons())}-{self.data_path().stem}"
 
-    def init_path(self)->Path:
-        "The checkpoint whose weights start the model (`init_from`), None if none"
-        if not self.init_from: return None
-        p = Path(self.init_from).expanduser()
-        return p if p.suffix == '.pt' and not p.is_dir() else p/'best.pt' # a checkpoint file, or a seed folder
+@patch
+def init_path(self:TrainConfig)->Path:
+    "The checkpoint whose weights start the model (`init_from`), None if none"
+    if not self.init_from: return None
+    p = Path(self.init_from).expanduser()
+    return p if p.suffix == '.pt' and not p.is_dir() else p/'best.pt' # a checkpoint file, or a seed folder
 
-    def run_dir(self, seed:int)->Path:
-        "Where the run with `seed` keeps its config, checkpoints and log"
-        return Path(self.out_dir)/self.name()/f"seed-{seed}"
+@patch
+def run_dir(self:TrainConfig, seed:int)->Path:
+    "Where the run with `seed` keeps its config, checkpoints and log"
+    return Path(self.out_dir)/self.name()/f"seed-{seed}"
 
 # %% ../nbs/13_config.ipynb #20275cea
 _HINTS = None
@@ -188,6 +185,7 @@ def _check_out_dir(out_dir):
             if not q.is_dir(): raise ConfigError(f"out_dir: {q} exists and is not a folder")
             return
 
+# %% ../nbs/13_config.ipynb #1f1ed77f
 CONFIDNET_FIT = 'cdatlib.cdat.confidence:fit_confidnet' # trains CDaT's stage 2
 CONFIDNET_FIXED = ('model', 'dls', 'task', 'seed', 'device', 'cache') # what the run itself gives `fit_confidnet`
 
@@ -216,6 +214,7 @@ def _check_method(cfg):
     if not isinstance(path, str) or not Path(path).expanduser().is_file():
         raise ConfigError(f"addons.cdat.confidnet: {path} is not a file (give the confidnet.pt of a ConfidNet stage)")
 
+# %% ../nbs/13_config.ipynb #f17b3e3a
 def validate_config(cfg:TrainConfig)->TrainConfig:
     "Check every field of `cfg`; raise `ConfigError` naming the first bad one"
     for f in dataclasses.fields(cfg): _check_type(f.name, getattr(cfg, f.name), _field_types()[f.name])
@@ -256,6 +255,7 @@ def validate_config(cfg:TrainConfig)->TrainConfig:
 # %% ../nbs/13_config.ipynb #64850de0
 def save_config(cfg:TrainConfig, path)->Path:
     "Write `cfg` as JSON to `path` atomically"
+    from cdatlib.callbacks import atomic_write # imported when used: reading a configuration needs no torch
     return atomic_write(path, json.dumps(asdict(cfg), indent=2) + '\n')
 
 def read_config_dict(path)->dict:
@@ -285,6 +285,16 @@ def load_config(path)->TrainConfig:
     path = Path(path)
     return config_from_dict(read_config_dict(path), source=str(path/'config.json' if path.is_dir() else path))
 
+# %% ../nbs/13_config.ipynb #3fcd334e
+def key_value(s:str)->tuple:
+    "`KEY=VALUE` from the command line as (key, value); the value is read as JSON when it parses"
+    import argparse
+    if '=' not in s: raise argparse.ArgumentTypeError(f"expected key=value, got {s!r}")
+    k, v = s.split('=', 1)
+    try: v = json.loads(v)
+    except json.JSONDecodeError: pass
+    return k, v
+
 # %% ../nbs/13_config.ipynb #71a96d77
 RESUME_SAFE = ('device', 'seeds', 'out_dir', 'run_name') # fields a resumed run may change
 
@@ -313,60 +323,6 @@ def build_model(cfg:TrainConfig, # the run configuration
         raise ConfigError(f"model_args: {cls.__name__} rejected {cfg.model_args} ({e}); it accepts {', '.join(params)}") from None
 
 # %% ../nbs/13_config.ipynb #b1cac0ab
-def confidnet_arch(net)->dict:
-    "The `ConfidNet` arguments that rebuild `net`, read off the network itself: n_layers, hidden, dropout, output"
-    from torch import nn # imported here: reading a configuration needs no torch
-    linears = [m for m in net.net if isinstance(m, nn.Linear)]
-    drops = [m.p for m in net.net if isinstance(m, nn.Dropout)]
-    arch = {'n_layers': len(linears), 'hidden': [m.out_features for m in linears[:-1]], 'output': net.output}
-    if drops: arch['dropout'] = drops[0] # a one-layer net has no dropout to record
-    return arch
-
-def save_confidnet(net, # a trained `ConfidNet`
-                   path, # destination file (confidnet.pt)
-                   arch:dict=None, # extra `ConfidNet` arguments; the network's own settings (`confidnet_arch`) win
-                   history=None, # its training history (a DataFrame), kept for the record
-                  )->Path:
-    "Save a ConfidNet with what rebuilds it, atomically"
-    from cdatlib.callbacks import atomic_save
-    # the settings are read from the trained net, never from what a user asked for: `load_confidnet` rebuilds it exactly
-    # ('sigmoid', the older spelling of 'output', would override the recorded output, so it is not kept)
-    arch = {**{k: list(v) if isinstance(v, tuple) else v for k, v in (arch or {}).items() if k != 'sigmoid'}, **confidnet_arch(net)}
-    ck = {'model': net.state_dict(), 'in_dim': net.net[0].in_features, 'arch': arch}
-    if history is not None: ck.update(history=history.to_dict('list'), best_epoch=history.attrs.get('best_epoch'))
-    return atomic_save(ck, path)
-
-def load_confidnet(path):
-    "The frozen, eval-mode ConfidNet saved at `path` by `save_confidnet`"
-    from cdatlib.callbacks import load_checkpoint, CheckpointError
-    from cdatlib.cdat.confidence import ConfidNet
-    ck = load_checkpoint(path)
-    try:
-        net = ConfidNet(ck['in_dim'], **ck.get('arch', {}))
-        net.load_state_dict(ck['model'])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: not a ConfidNet checkpoint ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
-    for p in net.parameters(): p.requires_grad_(False)
-    return net.eval()
-
-def addon_args(cfg:TrainConfig, name:str)->dict:
-    "The keyword arguments add-on `name` is built with: its `addons` entry; CDaT's also get the run's alpha and confidence"
-    args = dict(cfg.addons.get(name, {}))
-    if name != 'cdat': return args
-    args = {'alpha': cfg.alpha, 'confidence': cfg.confidence, **args}
-    if isinstance(args.get('confidnet'), str): args['confidnet'] = load_confidnet(Path(args['confidnet']).expanduser())
-    return args
-
-def build_addons(cfg:TrainConfig)->list:
-    "The add-on callbacks `cfg` attaches, built from their arguments"
-    out = []
-    for name in cfg.addons:
-        try: out.append(addon_class(name)(**addon_args(cfg, name)))
-        except (TypeError, ValueError) as e:
-            if type(e).__name__ == 'CheckpointError': raise # names its file already
-            raise ConfigError(f"addons.{name}: {e}") from None
-    return out
-
 def init_weights(model, # a model built by `build_model`
                  cfg:TrainConfig, # its configuration; `init_from` names the checkpoint
                 ):

@@ -6,7 +6,7 @@ Docs: https://cdatlib.github.io/cdatlib/learner.html.md"""
 
 # %% ../nbs/08_learner.ipynb #a3987f23
 from __future__ import annotations
-import os, sys, time, signal, contextlib
+import os, sys, time, signal, contextlib, functools
 from pathlib import Path
 from operator import attrgetter
 import numpy as np
@@ -54,6 +54,7 @@ class with_cbs:
     "Decorator: `before_{nm}`, the method, `after_{nm}` (also after a cancel), then always `cleanup_{nm}`"
     def __init__(self, nm:str): self.nm = nm
     def __call__(self, f):
+        @functools.wraps(f) # keeps the name and annotations: `@patch` can add a wrapped method to a class
         def _f(o, *args, **kwargs):
             exc = _cancels[self.nm]
             try:
@@ -134,12 +135,12 @@ class Learner:
                  opt_func=adamw, # `opt_func(param_groups, lr)` -> optimiser
                  wd:float=0.01, # decoupled weight decay for weight matrices
                  cbs=(), # callbacks
-                 path='runs', # folder for checkpoints and logs
+                 path=None, # folder for checkpoints and logs (chapter 09); None: nothing is written
                  config:dict=None, # plain settings saved in every checkpoint
                 ):
         self.model, self.dls, self.task, self.lr, self.opt_func, self.wd = model, dls, task, lr, opt_func, wd
         self.loss_func = loss_func or task.loss
-        self.path, self.config = Path(path), dict(config or {})
+        self.path, self.config = None if path is None else Path(path), dict(config or {})
         cbs = list(cbs)
         self.cbs = [c() for c in self.default_cbs if not any(isinstance(cb, c) for cb in cbs)] + cbs
         self.opt, self.sched, self.scaler = None, None, None
@@ -160,97 +161,113 @@ class Learner:
         finally:
             for cb in cbs: self.cbs.remove(cb)
 
-    def cb_key(self, cb)->str:
-        "The name a callback's state is saved under: its class name, numbered when several share it"
-        same = [c for c in self.cbs if type(c) is type(cb)]
-        return type(cb).__name__ if len(same) == 1 else f"{type(cb).__name__}#{same.index(cb)}"
-    def cb_params(self)->dict:
-        "{cb_key: parameters} of the callbacks that own trainable parameters (not the model's: a callback may hold it)"
-        seen, out = {id(p) for p in self.model.parameters()}, {}
-        for cb in self.cbs:
-            ps = [p for p in callback_parameters(cb) if id(p) not in seen]
-            seen.update(id(p) for p in ps)
-            if ps: out[self.cb_key(cb)] = ps
-        return out
-    def param_groups(self)->list:
-        "The model's two groups (`param_groups`), then two per callback that owns parameters, named after it"
-        groups = param_groups(self.model, self.wd)
-        for k, ps in self.cb_params().items():
-            for wd, sel in ((self.wd, [p for p in ps if p.ndim >= 2]), (0., [p for p in ps if p.ndim < 2])):
-                if sel: groups.append({'params': sel, 'weight_decay': wd, 'name': k})
-        return groups
+# %% ../nbs/08_learner.ipynb #a704f779
+@patch
+def cb_key(self:Learner, cb)->str:
+    "The name a callback's state is saved under: its class name, numbered when several share it"
+    same = [c for c in self.cbs if type(c) is type(cb)]
+    return type(cb).__name__ if len(same) == 1 else f"{type(cb).__name__}#{same.index(cb)}"
 
-    def _do(self, nm):
-        "Run step `nm`: the highest-order callback that defines it, else the Learner's own method"
-        for cb in sorted(self.cbs, key=attrgetter('order'), reverse=True):
-            if callable(getattr(cb, nm, None)): return getattr(cb, nm)(self)
-        return getattr(self, nm)()
+@patch
+def cb_params(self:Learner)->dict:
+    "{cb_key: parameters} of the callbacks that own trainable parameters (not the model's: a callback may hold it)"
+    seen, out = {id(p) for p in self.model.parameters()}, {}
+    for cb in self.cbs:
+        ps = [p for p in callback_parameters(cb) if id(p) not in seen]
+        seen.update(id(p) for p in ps)
+        if ps: out[self.cb_key(cb)] = ps
+    return out
 
-    def predict(self): self.out = self.model(self.batch)
-    def get_loss(self):
-        self.loss_parts = {'task': self.loss_func(self.out.logits, self.batch['y']), **self.out.aux_losses}
-        self.loss = sum(self.loss_parts.values())
-    def add_loss(self, name:str, value:torch.Tensor):
-        "Add a named term to the loss (call it in `after_loss`); it is logged with the other parts"
-        self.loss_parts[name] = value
-        self.loss = self.loss + value
-    def backward(self): self.loss.backward()
-    def step(self): self.opt.step()
-    def zero_grad(self): self.opt.zero_grad(set_to_none=True)
+@patch
+def param_groups(self:Learner)->list:
+    "The model's two groups (`param_groups`), then two per callback that owns parameters, named after it"
+    groups = param_groups(self.model, self.wd)
+    for k, ps in self.cb_params().items():
+        for wd, sel in ((self.wd, [p for p in ps if p.ndim >= 2]), (0., [p for p in ps if p.ndim < 2])):
+            if sel: groups.append({'params': sel, 'weight_decay': wd, 'name': k})
+    return groups
 
-    @with_cbs('batch')
-    def _one_batch(self):
-        if self.training: kill_point('batch') # fault injection for the tests (a no-op unless asked for)
-        self._do('predict'); self.callback('after_predict')
-        self._do('get_loss'); self.callback('after_loss')
-        if not self.training: return
-        self._do('backward'); self.callback('after_backward')
-        self._do('step'); self.callback('after_step')
-        self._do('zero_grad')
+# %% ../nbs/08_learner.ipynb #71cb21ae
+@patch
+def _do(self:Learner, nm):
+    "Run step `nm`: the highest-order callback that defines it, else the Learner's own method"
+    for cb in sorted(self.cbs, key=attrgetter('order'), reverse=True):
+        if callable(getattr(cb, nm, None)): return getattr(cb, nm)(self)
+    return getattr(self, nm)()
 
-    def _all_batches(self):
-        for self.iter, self.batch in enumerate(self.dl): self._one_batch()
+@patch
+def predict(self:Learner): self.out = self.model(self.batch)
+@patch
+def get_loss(self:Learner):
+    self.loss_parts = {'task': self.loss_func(self.out.logits, self.batch['y']), **self.out.aux_losses}
+    self.loss = sum(self.loss_parts.values())
+@patch
+def add_loss(self:Learner, name:str, value:torch.Tensor):
+    "Add a named term to the loss (call it in `after_loss`); it is logged with the other parts"
+    self.loss_parts[name] = value
+    self.loss = self.loss + value
+@patch
+def backward(self:Learner): self.loss.backward()
+@patch
+def step(self:Learner): self.opt.step()
+@patch
+def zero_grad(self:Learner): self.opt.zero_grad(set_to_none=True)
 
-    @with_cbs('train')
-    def _train(self): self._all_batches()
+@patch
+@with_cbs('batch')
+def _one_batch(self:Learner):
+    if self.training: kill_point('batch') # fault injection for the tests (a no-op unless asked for)
+    self._do('predict'); self.callback('after_predict')
+    self._do('get_loss'); self.callback('after_loss')
+    if not self.training: return
+    self._do('backward'); self.callback('after_backward')
+    self._do('step'); self.callback('after_step')
+    self._do('zero_grad')
 
-    @with_cbs('valid')
-    def _valid(self):
-        with torch.no_grad(): self._all_batches()
+# %% ../nbs/08_learner.ipynb #326439f1
+@patch
+def _all_batches(self:Learner):
+    for self.iter, self.batch in enumerate(self.dl): self._one_batch()
+@patch
+@with_cbs('train')
+def _train(self:Learner): self._all_batches()
+@patch
+@with_cbs('valid')
+def _valid(self:Learner):
+    with torch.no_grad(): self._all_batches()
 
-    def _run(self, split:str, dl=None):
-        self.training, self.split = split == 'train', split
-        self.dl = self.dls[split] if dl is None else dl
-        self.n_iter = len(self.dl)
-        self.model.train(self.training)
-        for cb in self.cbs:
-            for m in callback_modules(cb): m.train(self.training)
-        (self._train if self.training else self._valid)()
+@patch
+def _run(self:Learner, split:str, dl=None):
+    "One pass over `split` (or over the loader `dl`), training or not"
+    self.training, self.split = split == 'train', split
+    self.dl = self.dls[split] if dl is None else dl
+    self.n_iter = len(self.dl)
+    self.model.train(self.training)
+    for cb in self.cbs:
+        for m in callback_modules(cb): m.train(self.training)
+    (self._train if self.training else self._valid)()
 
-    @with_cbs('epoch')
-    def _one_epoch(self):
-        self._run('train')
-        if self.dls.get('valid') is not None: self._run('valid')
+@patch
+@with_cbs('epoch')
+def _one_epoch(self:Learner):
+    self._run('train')
+    if self.dls.get('valid') is not None: self._run('valid')
+@patch
+@with_cbs('fit')
+def _fit(self:Learner):
+    for self.epoch in self.epochs: self._one_epoch()
 
-    @with_cbs('fit')
-    def _fit(self):
-        for self.epoch in self.epochs: self._one_epoch()
-
-    def _begin_fit(self, n_epochs:int, start_epoch:int=0):
-        "A fresh optimiser, the epochs still to run and an empty history"
-        self.n_epochs, self.start_epoch, self.history = n_epochs, start_epoch, []
+@patch
+def fit(self:Learner,
+        n_epochs:int=1, # number of epochs of the run
+        cbs=(), # extra callbacks for this call only
+       ):
+    "Train for `n_epochs` with a fresh optimiser; a callback may narrow `self.epochs` in `before_fit` (`ResumeCB`)"
+    with self.added_cbs(cbs):
+        self.n_epochs, self.start_epoch, self.epochs, self.history = n_epochs, 0, range(n_epochs), []
         self.opt = self.opt_func(self.param_groups(), self.lr)
-        self.epochs = range(start_epoch, n_epochs)
-
-    def fit(self,
-            n_epochs:int=1, # number of epochs
-            cbs=(), # extra callbacks for this call only
-           ):
-        "Train for `n_epochs`"
-        with self.added_cbs(cbs):
-            self._begin_fit(n_epochs)
-            self._fit()
-        return self
+        self._fit()
+    return self
 
 # %% ../nbs/08_learner.ipynb #eaa9cb1d
 def default_device()->torch.device:
@@ -335,21 +352,23 @@ class ProgressCB(Callback):
                  columns:list=None, # history columns in the table; default epoch, losses, selection metric, time
                 ): self.show, self.columns, self.mbar = show, columns, None
     def _on(self): return interactive() if self.show is None else self.show
-    def before_fit(self, learn):
-        self.mbar, self.header = None, None
-        if self._on(): learn.epochs = self.mbar = master_bar(learn.epochs)
+    def before_fit(self, learn): self.mbar, self.header, self.done = None, None, 0
+    def before_epoch(self, learn): # made here, not in `before_fit`: over the epochs the `before_fit` callbacks left
+        if self.mbar is None and self._on(): self.mbar = master_bar(learn.epochs); self.mbar.update(0)
     def _wrap(self, learn):
         if self._on(): learn.dl = progress_bar(learn.dl, leave=False, parent=self.mbar)
     before_train = before_valid = _wrap
     def after_epoch(self, learn):
-        if self.mbar is None or not learn.history: return
-        row = learn.history[-1]
-        if self.header is None:
-            sel = f'valid_{selection_metric(learn.task)[0]}'
-            self.header = [k for k in (self.columns or ['epoch', 'train_loss', 'valid_loss', sel, 'time']) if k in row]
-            self.mbar.write(self.header, table=True)
-        self.mbar.write([f'{row.get(k, float("nan")):.4f}' if isinstance(row.get(k), float) else str(row.get(k))
-                         for k in self.header], table=True)
+        if self.mbar is None: return
+        if learn.history:
+            row = learn.history[-1]
+            if self.header is None:
+                sel = f'valid_{selection_metric(learn.task)[0]}'
+                self.header = [k for k in (self.columns or ['epoch', 'train_loss', 'valid_loss', sel, 'time']) if k in row]
+                self.mbar.write(self.header, table=True)
+            self.mbar.write([f'{row.get(k, float("nan")):.4f}' if isinstance(row.get(k), float) else str(row.get(k))
+                             for k in self.header], table=True)
+        self.done += 1; self.mbar.update(self.done)
     def cleanup_fit(self, learn): self.mbar = None
 
 # %% ../nbs/08_learner.ipynb #5c6707d4

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from .config import TrainConfig, ConfigError, config_from_dict, find_data_samples, build_model
+from .config import TrainConfig, ConfigError, config_from_dict, find_data_samples, build_model, key_value
 from .learner import Callback
 from .callbacks import atomic_write
 from .hycon import normalise, same_class, intra_scores, inter_scores
@@ -26,7 +26,7 @@ __all__ = ['ALT_LOSSES', 'ALT_MARGINS', 'DATASETS', 'SENTIMENT', 'EMOTIONS_ML', 
            'CONFIDNET_GRID', 'CDAT_BASE', 'HYCON_BASE', 'EXPERIMENTS', 'PUBLISHED', 'SMOKE', 'SMOKE_MODEL_ARGS',
            'SMOKE_CONFIDNET', 'PERCENT', 'alt_loss_loop', 'alt_loss', 'AltContrastive', 'Row', 'Experiment', 'slug',
            'resolve', 'pending', 'train_unit', 'run_local', 'ray_init', 'run_ray', 'per_seed_table', 'summary_table',
-           'environment', 'plot_table', 'write_report', 'reproduce', 'add_reproduce_parser', 'list_experiments',
+           'environment', 'plot_table', 'write_report', 'reproduce', 'reproduce_parser', 'list_experiments',
            'run_reproduce', 'main']
 
 # %% ../nbs/24_reproduce.ipynb #d6afee13
@@ -235,8 +235,9 @@ def _alt(label, kind):
 HYCON_BASE = dict(epochs=20, batch_size=32, lr=1e-3, patience=5) # the paper states neither batch size nor epochs
 
 # %% ../nbs/24_reproduce.ipynb #bb6dc127
-def _experiments()->dict:
-    E = [
+def _cdat_experiments()->list:
+    "CDaT's tables (Hong et al., 2024)"
+    return [
         Experiment('cdat-table2', 'Four baselines with and without CDaT, CMU-MOSEI emotions', 'CDaT', 'Table 2',
                    'mosei-emotions', _with_without(BASELINES), EMOTIONS_ML, CDAT_BASE),
         Experiment('cdat-table3', 'Four baselines with and without CDaT, IEMOCAP', 'CDaT', 'Table 3',
@@ -252,6 +253,12 @@ def _experiments()->dict:
         Experiment('cdat-fig1', 'Masking analysis: misclassified instances a dropped modality improves', 'CDaT', 'Fig. 1',
                    'mosei-emotions', [Row(BASELINES[m], {'model': m}) for m in BASELINES], MASKING, CDAT_BASE,
                    analysis='masking', note='criterion: the Jaccard index improves; test split'),
+    ]
+
+# %% ../nbs/24_reproduce.ipynb #1811693d
+def _hycon_experiments()->list:
+    "HyCon's tables (Mai et al., 2023)"
+    return [
         Experiment('hycon-table1', 'HyCon and HyCon-v2 beside our baselines, CMU-MOSI', 'HyCon', 'Table 1',
                    'mosi', _main_rows('-BERT'), SENTIMENT, HYCON_BASE, published='hycon-table1',
                    note="published HyCon rows: the paper's BERT-base text encoder on word-level features; ours: the text features of --data"),
@@ -278,9 +285,8 @@ def _experiments()->dict:
                    COMPLEXITY, HYCON_BASE, analysis='complexity', published='hycon-table8',
                    note='the published counts include BERT-base (about 109 M parameters); time is seconds of training per run on this hardware'),
     ]
-    return {e.name: e for e in E}
 
-EXPERIMENTS = _experiments()
+EXPERIMENTS = {e.name: e for e in [*_cdat_experiments(), *_hycon_experiments()]}
 
 # %% ../nbs/24_reproduce.ipynb #f79164d6
 _SENT_COLS = dict(zip(SENTIMENT, ('Acc7', 'Acc2', 'F1', 'MAE', 'Corr')))
@@ -382,14 +388,14 @@ def train_unit(cfg_dict:dict, # a TrainConfig as a dict (what crosses to a Ray w
                seed:int,
               )->dict:
     "Train (or finish) one seed of one row; the row of `train`'s per-seed table"
-    from cdatlib.cli import train
+    from cdatlib.run import train
     cfg = config_from_dict({**cfg_dict, 'seeds': [seed]}, source='reproduce unit')
     per_seed, _ = train(cfg, test=True, resume=True, progress=False, log=_quiet, warn=_quiet)
     return per_seed.iloc[0].to_dict()
 
 def run_local(cfgs:dict, log=print)->dict:
     "Train every row with all its seeds, one after the other; {label: per-seed DataFrame}"
-    from cdatlib.cli import train
+    from cdatlib.run import train
     out = {}
     for i, (label, cfg) in enumerate(cfgs.items()):
         todo = sum(not (cfg.run_dir(s)/'done.json').exists() for s in cfg.seeds)
@@ -432,7 +438,7 @@ def run_ray(cfgs:dict, address:str='local', log=print, num_cpus:int=None)->dict:
 
 # %% ../nbs/24_reproduce.ipynb #d7c10241
 def _load(cfg):
-    from cdatlib.cli import load_data
+    from cdatlib.run import load_data
     return load_data(cfg)
 
 def per_seed_table(exp:Experiment, cfgs:dict, results:dict)->pd.DataFrame:
@@ -457,9 +463,10 @@ def per_seed_table(exp:Experiment, cfgs:dict, results:dict)->pd.DataFrame:
     return out
 
 def _masking_columns(exp, cfgs, df):
-    from cdatlib.cdat.masking import masking_for_run
-    for i, row in df.iterrows():
-        rep = masking_for_run(cfgs[row['row']].run_dir(int(row['seed'])), split='test')
+    from cdatlib.run import analyze_masking
+    for i, row in df.iterrows(): # every misclassified test sample counted, as the authors count them
+        reports = analyze_masking(cfgs[row['row']].run_dir(int(row['seed'])), split='test', keep_empty=True)
+        rep = list(reports.values())[-1]
         for m in ('text', 'audio', 'vision', 'any'): df.loc[i, f'mask_{m}'] = rep.share(m)
     return df
 
@@ -607,10 +614,13 @@ def reproduce(name:str, # a key of `EXPERIMENTS`
     return {'per_seed': per_seed, 'table': summary_table(exp, per_seed), 'files': files}
 
 # %% ../nbs/24_reproduce.ipynb #70e31d05
-def add_reproduce_parser(subparsers)->argparse.ArgumentParser:
-    "Add the `reproduce` command to an argparse subparsers object (the `cdat` command's, or our own)"
-    from cdatlib.cli import key_value # the `cdat` command's KEY=VALUE reader (cli imports this module lazily)
-    p = subparsers.add_parser('reproduce', help="run a paper's table as a declared grid (--list names them)")
+class _Parser(argparse.ArgumentParser):
+    "An ArgumentParser whose errors are one line (a `ConfigError`), like the `cdat` command's"
+    def error(self, message): raise ConfigError(message)
+
+def reproduce_parser(prog:str='python -m cdatlib.reproduce')->argparse.ArgumentParser:
+    "The parser of the reproduce command (`python -m cdatlib.reproduce`, and `cdat reproduce`)"
+    p = _Parser(prog=prog, description="Run a paper's table as a declared grid (--list names them).")
     p.add_argument('name', nargs='?', help='the experiment, e.g. hycon-table4')
     p.add_argument('--list', action='store_true', help='name every experiment and what it needs')
     p.add_argument('--data', help='the dataset (a file or folder cdatlib reads)')
@@ -622,38 +632,37 @@ def add_reproduce_parser(subparsers)->argparse.ArgumentParser:
     p.add_argument('--rows', nargs='+', help='only these row labels')
     p.add_argument('--results-dir', help='also write the report there as reproduce_NAME.*')
     p.add_argument('--note', default='', help='a sentence about the data, printed in the report')
+    p.add_argument('--debug', action='store_true', help='show the full traceback of an error')
     return p
 
+# %% ../nbs/24_reproduce.ipynb #3df34ed0
 def list_experiments()->str:
     "One line per experiment"
     w = max(map(len, EXPERIMENTS))
     return '\n'.join(f"{n:<{w}}  {e.paper} {e.table}: {e.title} [{DATASETS[e.dataset]['what']}; {len(e.rows)} rows]"
                      for n, e in EXPERIMENTS.items())
 
-def run_reproduce(args)->int:
+def run_reproduce(args, command:str='')->int:
     "Run the parsed `reproduce` command; 0 on success"
     if args.list or not args.name: print(list_experiments()); return 0
-    import shlex
-    cmd = 'python -m cdatlib.reproduce ' + shlex.join(sys.argv[1:]) if sys.argv[1:] else ''
+    cmd = command
     res = reproduce(args.name, args.data, args.seeds, args.out, args.smoke, args.ray_address, dict(args.set) or None,
                     args.rows, args.results_dir, command=cmd, note=args.note)
     print(md_table(res['table']))
     return 0
 
-def main(argv=None)->int:
-    "Entry point of `python -m cdatlib.reproduce`"
-    from cdatlib.cli import error_line
-    p = argparse.ArgumentParser(prog='python -m cdatlib.reproduce')
-    sub = p.add_subparsers(dest='command')
-    add_reproduce_parser(sub)
+def main(argv=None, prog:str='python -m cdatlib.reproduce', error_prefix:str='reproduce')->int:
+    "Entry point of `python -m cdatlib.reproduce` (and of `cdat reproduce`, with its prog and error prefix)"
+    import shlex
+    from cdatlib.run import error_line
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return run_reproduce(p.parse_args(['reproduce', *argv]))
+        return run_reproduce(reproduce_parser(prog).parse_args(argv), command=f"{prog} {shlex.join(argv)}")
     except KeyboardInterrupt:
-        print("reproduce: interrupted; run the same command again to continue", file=sys.stderr); return 130
+        print(f"{error_prefix}: interrupted; run the same command again to continue", file=sys.stderr); return 130
     except Exception as e:
         if '--debug' in argv: raise
         msg, code = error_line(e)
-        print(f"reproduce: error: {msg}", file=sys.stderr); return code
+        print(f"{error_prefix}: error: {msg}", file=sys.stderr); return code
 
 if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())

@@ -6,15 +6,15 @@ Docs: https://cdatlib.github.io/cdatlib/tune.html.md"""
 
 # %% ../nbs/21_tune.ipynb #cf7f9a75
 from __future__ import annotations
-import dataclasses, json, shutil
+import dataclasses, shutil
 from pathlib import Path
 import pandas as pd
-from .config import TrainConfig, ConfigError, validate_config, load_config
+from .config import TrainConfig, ConfigError, validate_config
 from .learner import Callback
-from .callbacks import RunLock, atomic_write, is_better
+from .callbacks import atomic_write, is_better
 from .metrics import selection_metric
-from .cli import (RUN_FILES, RunFailedError, method_stages, checked_data, load_data, _train_seed, _method_seed,
-                         _seed_state, _stage_states, _read_done, _evaluate_weights, _device, _print_side_by_side, _warn)
+from .run import (RunFolder, RunFailedError, method_stages, stage_folders, run_stages, checked_data, load_data,
+                         train_seed, evaluate_weights, run_device, side_by_side, warn_stderr)
 
 # %% auto #0
 __all__ = ['ALPHA_RANGES', 'RAY_HINT', 'require_ray', 'alpha_bounds', 'TuneReportCB', 'run_trial', 'best_trial', 'tune_dir',
@@ -57,13 +57,12 @@ def run_trial(cfg:TrainConfig, # the CDaT run (method 'cdat') whose stages 1 and
              )->dict:
     "One trial: CDaT's stage 3 with `alpha`, a plain checkpointed run in its own folder; returns its row"
     c, _ = method_stages(dataclasses.replace(cfg, alpha=float(alpha)), seed, top)['cdat']
-    run_dir = Path(top)/'trials'/trial
-    state = 'overwrite' if any((run_dir/f).exists() for f in RUN_FILES) else 'new'
-    data = load_data(c)
+    folder = RunFolder(Path(top)/'trials'/trial, seed)
+    state = 'overwrite' if folder.present() else 'new' # a trial Ray restarts begins again
     quiet = lambda *a: None
-    with RunLock(run_dir):
-        return _train_seed(c, data, seed, run_dir, state, False, device or _device(c), False, quiet, quiet,
-                           cbs=[TuneReportCB(report)] if report else [])
+    with folder.lock():
+        return train_seed(c, load_data(c), folder, state, False, device or run_device(c), False, quiet, quiet,
+                          cbs=[TuneReportCB(report)] if report else [])
 
 def _ray_trial(config, cfg:dict=None, seed:int=0, top:str='', threads:int=1):
     "The function Ray runs for one trial, in a worker process"
@@ -95,6 +94,68 @@ def _absolute(cfg:TrainConfig)->TrainConfig:
     return dataclasses.replace(cfg, data=ab(cfg.data_path()), out_dir=ab(cfg.out_dir),
                                init_from=ab(cfg.init_from) if cfg.init_from else '')
 
+def _check_sweep(cfg, num_samples, resume, overwrite):
+    "Refuse, before anything is trained, what a sweep cannot run"
+    validate_config(cfg)
+    if not cfg.method: raise ConfigError("method: cdat tune searches CDaT's alpha; add --method cdat")
+    if len(cfg.seeds) != 1: raise ConfigError(f"seeds: a sweep uses one seed, got {cfg.seeds}; train the chosen alpha over several afterwards")
+    if not (isinstance(num_samples, int) and num_samples >= 1): raise ConfigError(f"samples: at least 1 trial, got {num_samples}")
+    if resume and overwrite: raise ConfigError("resume and overwrite: choose one")
+
+# %% ../nbs/21_tune.ipynb #58c70830
+def _run_sweep(cfg, top, device, col, mode, lo, hi, num_samples, ray_address, cpus_per_trial, gpus_per_trial, num_cpus,
+               grace_period, reduction_factor, log):
+    "Ray Tune over alpha with ASHA: the trials' results (a local Ray is started here and shut down again)"
+    ray, tune = require_ray()
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator
+    started = not ray.is_initialized()
+    if started and ray_address: ray.init(address=ray_address, log_to_driver=False)
+    elif started: ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        gpus = gpus_per_trial if gpus_per_trial is not None else float(device.type == 'cuda')
+        trainable = tune.with_resources(
+            tune.with_parameters(_ray_trial, cfg=dataclasses.asdict(cfg), seed=cfg.seeds[0], top=str(top),
+                                 threads=max(1, int(cpus_per_trial))),
+            {'cpu': cpus_per_trial, 'gpu': gpus})
+        epochs = cfg.cdat_epochs or cfg.epochs
+        tuner = tune.Tuner(trainable, param_space={'alpha': tune.loguniform(lo, hi)},
+            tune_config=tune.TuneConfig(metric=col, mode=mode, num_samples=num_samples,
+                scheduler=ASHAScheduler(max_t=epochs, grace_period=min(grace_period, epochs), reduction_factor=reduction_factor),
+                search_alg=BasicVariantGenerator(random_state=cfg.seeds[0])), # the same alphas for the same seed
+            run_config=tune.RunConfig(name='sweep', storage_path=str(top/'ray'), verbose=0))
+        log(f"sweep: {num_samples} trial(s), alpha log-uniform in [{lo:g}, {hi:g}], ASHA on {col} ({mode}), "
+            f"{'Ray at ' + ray_address if ray_address else 'local Ray'}")
+        return tuner.fit()
+    finally:
+        if started: ray.shutdown()
+
+# %% ../nbs/21_tune.ipynb #1ce1d120
+def _trial_rows(results, top, col, mode, warn)->list:
+    "One row per trial that reported `col`: its alpha, its best score and its folder; failed trials warned about"
+    rows, failed = [], []
+    for r in results:
+        if r.error is not None or r.metrics_dataframe is None or col not in r.metrics_dataframe:
+            failed.append(str(r.error or 'no result').strip().splitlines()[-1]); continue
+        df = r.metrics_dataframe
+        vals = df[col].dropna()
+        rows.append({'trial': r.metrics['trial_id'], 'alpha': float(r.config['alpha']),
+                     col: float(vals.max() if mode == 'max' else vals.min()) if len(vals) else float('nan'),
+                     'epochs': int(df['training_iteration'].max()), 'run_dir': str(top/'trials'/r.metrics['trial_id'])})
+    if failed and not rows: raise RunFailedError(f"all {len(failed)} trials failed; the first: {failed[0]}")
+    for f in failed: warn(f"a trial failed: {f}")
+    return rows
+
+def _best_row(cfg, data, top, best, base, test)->dict:
+    "The sweep's record: the best trial, its metrics (the test split once, for it alone) and the baseline's"
+    c, _ = method_stages(dataclasses.replace(cfg, alpha=best['alpha']), cfg.seeds[0], top)['cdat']
+    row = {'seed': cfg.seeds[0], 'alpha': best['alpha'], 'trial': best['trial'], 'run_dir': best['run_dir'],
+           **{k: v for k, v in base.items() if k.startswith(('baseline_valid_', 'baseline_test_'))}}
+    for s in ('valid', 'test') if test else ('valid',):
+        row.update({f'{s}_{k}': v for k, v in evaluate_weights(c, data, Path(best['run_dir'])/'best.pt', s).items()})
+    return row
+
+# %% ../nbs/21_tune.ipynb #a202e724
 def tune_cdat(cfg:TrainConfig, # a CDaT run (method 'cdat' or 'cdat+hycon') with one seed; its alpha is searched
               num_samples:int=10, # trials (the official search: 10)
               alpha_range:str='paper', # 'paper': log-uniform in [1e4, 1e7]; 'code': [1, 1e7]
@@ -105,87 +166,45 @@ def tune_cdat(cfg:TrainConfig, # a CDaT run (method 'cdat' or 'cdat+hycon') with
               cpus_per_trial:float=1, gpus_per_trial:float=None, # resources per trial; GPUs default 1 on CUDA, else 0
               num_cpus:int=None, # CPUs of a local Ray (default: all)
               grace_period:int=1, reduction_factor:float=2, # ASHA's, as the official search
-              log=print, warn=_warn,
+              log=print, warn=warn_stderr,
              )->dict:
     "Search CDaT's alpha with Ray Tune and ASHA on the validation metric; test the best trial's checkpoint once"
-    validate_config(cfg)
-    if not cfg.method: raise ConfigError("method: cdat tune searches CDaT's alpha; add --method cdat")
-    if len(cfg.seeds) != 1: raise ConfigError(f"seeds: a sweep uses one seed, got {cfg.seeds}; train the chosen alpha over several afterwards")
-    if not (isinstance(num_samples, int) and num_samples >= 1): raise ConfigError(f"samples: at least 1 trial, got {num_samples}")
-    if resume and overwrite: raise ConfigError("resume and overwrite: choose one")
+    _check_sweep(cfg, num_samples, resume, overwrite)
     lo, hi = alpha_bounds(alpha_range)
-    ray, tune = require_ray() # before anything is trained
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search import BasicVariantGenerator
+    require_ray() # before anything is trained
     cfg, seed = _absolute(cfg), cfg.seeds[0]
-    top = tune_dir(cfg, seed)
-    with RunLock(top):
-        state = _seed_state(cfg, seed, top, resume, overwrite)
-        _stage_states(cfg, seed, top, state, ('baseline', 'confidnet'))
+    top = RunFolder(tune_dir(cfg, seed), seed, files=('config.json', 'done.json', 'trials.csv'))
+    with top.lock():
+        state = top.state(cfg, resume, overwrite)
+        stage_folders(cfg, seed, top.path, state, ('baseline', 'confidnet'))
         data, device = checked_data(cfg, test, log, warn)
         metric, mode = selection_metric(data.task)
         col = f'valid_{metric}'
-        done = top/'done.json'
-        if state == 'resume':
-            row, _ = _read_done(done, seed)
-            if row is not None:
-                if test and not any(k.startswith('test_') for k in row):
-                    c, _ = method_stages(dataclasses.replace(cfg, alpha=row['alpha']), seed, top)['cdat']
-                    row.update({f'test_{k}': v for k, v in _evaluate_weights(c, data, Path(row['run_dir'])/'best.pt', 'test', top).items()})
-                    atomic_write(done, json.dumps(row, indent=1, default=float))
-                log(f"sweep of seed {seed}: already finished, {top}")
-                return {'dir': top, 'metric': col, 'mode': mode, 'best': row, 'trials': pd.read_csv(top/'trials.csv')}
-        base = _method_seed(cfg, data, seed, top, state, test, device, False, log, warn, stages=('baseline', 'confidnet'))
+        if state == 'resume' and (row := top.read_done()[0]) is not None:
+            if test and not any(k.startswith('test_') for k in row):
+                row = _best_row(cfg, data, top.path, row, row, True); top.write_done(row)
+            log(f"sweep of seed {seed}: already finished, {top.path}")
+            return {'dir': top.path, 'metric': col, 'mode': mode, 'best': row, 'trials': pd.read_csv(top/'trials.csv')}
+        base = run_stages(cfg, data, top, state, test, device, False, log, warn, names=('baseline', 'confidnet'))
         for d in (top/'trials', top/'ray'): shutil.rmtree(d, ignore_errors=True) # an interrupted sweep starts again
-        started = not ray.is_initialized()
-        if started and ray_address: ray.init(address=ray_address, log_to_driver=False)
-        elif started: ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-        try:
-            gpus = gpus_per_trial if gpus_per_trial is not None else float(device.type == 'cuda')
-            trainable = tune.with_resources(
-                tune.with_parameters(_ray_trial, cfg=dataclasses.asdict(cfg), seed=seed, top=str(top),
-                                     threads=max(1, int(cpus_per_trial))),
-                {'cpu': cpus_per_trial, 'gpu': gpus})
-            epochs = cfg.cdat_epochs or cfg.epochs
-            tuner = tune.Tuner(trainable, param_space={'alpha': tune.loguniform(lo, hi)},
-                tune_config=tune.TuneConfig(metric=col, mode=mode, num_samples=num_samples,
-                    scheduler=ASHAScheduler(max_t=epochs, grace_period=min(grace_period, epochs), reduction_factor=reduction_factor),
-                    search_alg=BasicVariantGenerator(random_state=seed)), # the same alphas for the same seed
-                run_config=tune.RunConfig(name='sweep', storage_path=str(top/'ray'), verbose=0))
-            log(f"sweep: {num_samples} trial(s), alpha log-uniform in [{lo:g}, {hi:g}], ASHA on {col} ({mode}), "
-                f"{'Ray at ' + ray_address if ray_address else 'local Ray'}")
-            results = tuner.fit()
-        finally:
-            if started: ray.shutdown()
-        rows, failed = [], []
-        for r in results:
-            if r.error is not None or r.metrics_dataframe is None or col not in r.metrics_dataframe:
-                failed.append(str(r.error or 'no result').strip().splitlines()[-1]); continue
-            df = r.metrics_dataframe
-            vals = df[col].dropna()
-            rows.append({'trial': r.metrics['trial_id'], 'alpha': float(r.config['alpha']),
-                         col: float(vals.max() if mode == 'max' else vals.min()) if len(vals) else float('nan'),
-                         'epochs': int(df['training_iteration'].max()), 'run_dir': str(top/'trials'/r.metrics['trial_id'])})
-        if failed and not rows: raise RunFailedError(f"all {len(failed)} trials failed; the first: {failed[0]}")
-        for f in failed: warn(f"a trial failed: {f}")
+        results = _run_sweep(cfg, top.path, device, col, mode, lo, hi, num_samples, ray_address, cpus_per_trial,
+                             gpus_per_trial, num_cpus, grace_period, reduction_factor, log)
+        rows = _trial_rows(results, top.path, col, mode, warn)
         trials = pd.DataFrame(rows).sort_values(col, ascending=mode == 'min').reset_index(drop=True)
         atomic_write(top/'trials.csv', trials.to_csv(index=False))
         best = best_trial(rows, col, mode)
-        c, _ = method_stages(dataclasses.replace(cfg, alpha=best['alpha']), seed, top)['cdat']
-        ckpt = Path(best['run_dir'])/'best.pt'
-        row = {'seed': seed, 'alpha': best['alpha'], 'trial': best['trial'], 'run_dir': best['run_dir'],
-               **{k: v for k, v in base.items() if k.startswith(('baseline_valid_', 'baseline_test_'))}}
-        for s in ('valid', 'test') if test else ('valid',): # the test split: once, for the selected trial only
-            row.update({f'{s}_{k}': v for k, v in _evaluate_weights(c, data, ckpt, s, top).items()})
-        atomic_write(done, json.dumps(row, indent=1, default=float))
+        row = _best_row(cfg, data, top.path, best, base, test)
+        top.write_done(row)
     log(f"best trial {best['trial']}: alpha {best['alpha']:.4g}, {col} {row[col]:.4f} -> {best['run_dir']}")
-    return {'dir': top, 'metric': col, 'mode': mode, 'best': row, 'trials': trials}
+    return {'dir': top.path, 'metric': col, 'mode': mode, 'best': row, 'trials': trials}
 
+# %% ../nbs/21_tune.ipynb #80fd935d
 def print_tune(res:dict):
     "What `cdat tune` prints: the trials, best first, then the best trial beside the baseline"
     print(res['trials'].drop(columns='run_dir').to_string(index=False, float_format=lambda v: f'{v:.4g}'))
     b = res['best']
     print(f"best: alpha {b['alpha']:.4g} (trial {b['trial']}), selected on the validation split")
     summary = pd.DataFrame({'mean ± std': {k: f'{v:.4f}' for k, v in b.items() if k.startswith(('valid_', 'test_', 'baseline_'))}})
-    for p in ('valid_', 'test_'): _print_side_by_side(summary, p, 'cdat')
+    for p in ('valid_', 'test_'):
+        if (s := side_by_side(summary, p, 'cdat')): print(s)
     print(f"sweep in {res['dir']}")

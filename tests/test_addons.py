@@ -1,6 +1,6 @@
 """Add-ons: callbacks that own parameters are optimised, moved, saved and restored; `MetricsCB` takes a metric function;
 `Learner.get_preds`; add-ons attached by name from `cdat train --with`, with `--with-arg` and `--init-from`. The toy
-add-on `l2` (`cdatlib.learner.L2Penalty`) proves the whole path: its parameter trains, its loss term is logged, and a
+add-on `l2` (`cdatlib.callbacks.L2Penalty`) proves the whole path: its parameter trains, its loss term is logged, and a
 killed run resumes to identical weights."""
 import json, os, signal, subprocess, sys
 from pathlib import Path
@@ -11,7 +11,8 @@ from torch import nn
 
 from cdatlib.cli import main
 from cdatlib.learner import Callback, Learner, MetricsCB, LOSS_TERM_ORDER, LOSS_TERM_BAND
-from cdatlib.callbacks import CheckpointCB, WarmupLinearCB, GradClipCB, L2Penalty, NonFiniteLossCB, NonFiniteLossError, load_checkpoint, set_seed
+from cdatlib.callbacks import (CheckpointCB, WarmupLinearCB, GradClipCB, L2Penalty, NonFiniteLossCB, NonFiniteLossError,
+                                load_checkpoint, set_seed, restore_learner, ResumeCB)
 from cdatlib.formats import load_dataset
 from cli_helpers import one_thread, cdat_main, cdat_proc
 
@@ -70,7 +71,7 @@ def test_callback_parameters_are_optimised_saved_and_restored(data, tmp_path):
     assert len(saved) == 4 and all(torch.equal(a, b) for a, b in zip(saved, head.parameters()))
     fresh = make(data, tmp_path)                 # another head, restored from the checkpoint
     fresh.opt = fresh.opt_func(fresh.param_groups(), fresh.lr)
-    fresh.restore(ck)
+    restore_learner(fresh, ck)
     assert all(torch.equal(a, b) for a, b in zip(head_of(fresh).parameters(), head.parameters()))
 
 def test_callback_modules_follow_train_and_eval(data, tmp_path):
@@ -89,7 +90,7 @@ def test_resume_is_bit_exact_with_an_addon(data, tmp_path):
             if learn.epoch == 1: raise Interrupt()
     full = make(data, tmp_path/'full').fit(4)
     with pytest.raises(Interrupt): make(data, tmp_path/'cut').fit(4, cbs=[StopAfter()])
-    resumed = make(data, tmp_path/'cut').fit(4, resume=tmp_path/'cut'/'last.pt')
+    resumed = make(data, tmp_path/'cut').fit(4, cbs=[ResumeCB(tmp_path/'cut'/'last.pt')])
     for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()): assert torch.equal(a, b), k
     for a, b in zip(head_of(full).parameters(), head_of(resumed).parameters()): assert torch.equal(a, b)
 

@@ -287,13 +287,12 @@ def test_corrupt_bad_arguments():
     with pytest.raises(ValueError, match='at least 2'): corrupt(ds, 'text', 1 / len(ds))
     assert len(corrupt(ds, 'text', 0.)[1]['index']) == 0
 
-def test_masking_for_run(tmp_path):
+def test_analyze_masking_of_a_run(tmp_path):
     from cdatlib.config import TrainConfig
-    from cdatlib.cli import train
-    from cdatlib.cdat.masking import masking_for_run
+    from cdatlib.run import train, analyze_masking
     cfg = TrainConfig(model='naive', epochs=1, device='cpu', out_dir=str(tmp_path), seeds=[0])
     train(cfg, log=lambda *a: None, progress=False)
-    rep = masking_for_run(cfg.run_dir(0), 'valid')
+    rep = analyze_masking(cfg.run_dir(0), 'valid')['naive']
     assert list(rep.table.index) == [*MODALITIES, 'any'] and rep.preds['dropped'].shape[0] == 3
 
 def test_misalignment_auroc_by_hand():
@@ -304,22 +303,24 @@ def test_misalignment_auroc_by_hand():
     assert misalignment_auroc(w, [0, 2, -1], samples='all') == 1.
     assert misalignment_auroc(w, [1, 1, -1]) == pytest.approx(0.5 / 8) # one tie (.2 vs .2) among 8 pairs
 
-def test_cdat_stages_resume(tmp_path):
-    from cdatlib.cdat.transfer import cdat_stages
-    data = _sample()
-    torch.manual_seed(0)
-    base = NaiveFusion(data.dims, data.task.n_outputs, hidden=8, head_hidden=8)
-    kw = dict(lr=1e-3, batch_size=64, warmup=None, csv=None, progress=False, device='cpu')
-    learn = cdat_stages(base, data, tmp_path, confidence='confidnet', epochs=1, confidnet_args=dict(epochs=2, lr=1e-3), **kw)
-    # the CLI's folders and file format: confidnet/confidnet.pt, read back by load_confidnet as the same net
-    assert (tmp_path/'confidnet'/'confidnet.pt').exists() and (tmp_path/'cdat'/'best.pt').exists()
-    from cdatlib.config import load_confidnet
-    z = torch.randn(5, learn.confidnet.net[0].in_features)
-    assert torch.equal(load_confidnet(tmp_path/'confidnet'/'confidnet.pt')(z), learn.confidnet.eval()(z))
-    w0 = copy.deepcopy(learn.confidnet.state_dict())
-    again = cdat_stages(base, data, tmp_path, confidence='confidnet', epochs=1, confidnet_args=dict(epochs=2), **kw)
-    assert all(torch.equal(w0[k], v) for k, v in again.confidnet.state_dict().items()) # loaded, not retrained
-    assert len(again.history) == 1 and 'train_loss_cdat' in again.history[0] # finished run: nothing more to do
+def test_cdat_run_resume_reuses_confidnet(tmp_path):
+    "A finished CDaT run resumed: its ConfidNet is the saved one (ConfidNet's own file format), nothing is retrained"
+    from cdatlib.config import TrainConfig
+    from cdatlib.run import train
+    from cdatlib.cdat.confidence import load_confidnet
+    cfg = TrainConfig(method='cdat', confidence='confidnet', epochs=1, batch_size=64, device='cpu', out_dir=str(tmp_path),
+                      model_args=dict(hidden=8, head_hidden=8), confidnet_args=dict(epochs=2, lr=1e-3))
+    quiet = lambda *a: None
+    first = train(cfg, log=quiet, warn=quiet, progress=False)
+    top = cfg.run_dir(0)
+    assert (top/'confidnet'/'confidnet.pt').exists() and (top/'cdat'/'best.pt').exists()
+    net = load_confidnet(top/'confidnet'/'confidnet.pt')
+    before = {p: p.stat().st_mtime_ns for p in top.rglob('*.pt')}
+    again = train(cfg, resume=True, log=quiet, warn=quiet, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in top.rglob('*.pt')} == before # nothing written again
+    assert again.per_seed.to_dict() == first.per_seed.to_dict()
+    z = torch.randn(5, net.net[0].in_features)
+    assert torch.equal(load_confidnet(top/'confidnet'/'confidnet.pt')(z), net(z))
 
 # ---------------------------------------------------------------- bounded confidences, non-negative CDaT term
 @pytest.mark.parametrize('bias', [-10., 10.])
@@ -395,23 +396,23 @@ def test_masking_gains_drop_empty_is_a_no_op_for_regression():
     assert masking_gains(yl, pl, [pl] * 3, drop_empty=True).kept.tolist() == [True, False]
     assert masking_gains(yl, pl, [pl] * 3, kind='binary_per_class', drop_empty=True).kept.tolist() == [True, False]
 
-def test_masking_for_run_resolves_the_layout_alias(tmp_path, monkeypatch):
-    "masking_for_run reads the run's data with the layout resolved as `cdat train` does ('npz' -> 'utterance')"
-    import cdatlib.formats
+def test_load_run_resolves_the_layout_alias(tmp_path, monkeypatch):
+    "load_run reads the run's data with the layout resolved as `cdat train` does ('npz' -> 'utterance')"
+    import cdatlib.run
     from cdatlib.config import TrainConfig, save_config
-    from cdatlib.cdat.masking import masking_for_run
+    from cdatlib.run import analyze_masking
     sample = os.path.join(os.path.dirname(__file__), '..', 'data_samples', 'tailor_mosei_aligned.pt')
     save_config(TrainConfig(data=sample, layout='npz'), tmp_path/'config.json')
     (tmp_path/'best.pt').write_bytes(b'')
     seen = []
     def fake_load(path, layout=None, **kw): seen.append(layout); raise RuntimeError('stop here')
-    monkeypatch.setattr(cdatlib.formats, 'load_dataset', fake_load)
-    with pytest.raises(RuntimeError, match='stop here'): masking_for_run(tmp_path)
+    monkeypatch.setattr(cdatlib.run, 'load_dataset', fake_load)
+    with pytest.raises(RuntimeError, match='stop here'): analyze_masking(tmp_path)
     assert seen == ['utterance']
 
 def test_confidnet_file_records_the_net_not_the_arguments(tmp_path):
     "save_confidnet reads n_layers, widths, dropout and output off the net: load_confidnet rebuilds it exactly"
-    from cdatlib.config import save_confidnet, load_confidnet, confidnet_arch
+    from cdatlib.cdat.confidence import save_confidnet, load_confidnet, confidnet_arch
     torch.manual_seed(0)
     for kw in [dict(output='linear'), dict(n_layers=2, hidden=5, dropout=0.2, sigmoid=False), dict(n_layers=1), dict()]:
         net = ConfidNet(6, **kw).eval()

@@ -187,7 +187,7 @@ def test_init_from_a_baseline_of_another_model_is_one_line(baselines, tmp_path, 
 # ---------------------------------------------------------------- cdat analyze masking
 
 def test_analyze_masking_counts_what_the_model_gets_wrong(baselines, tmp_path, capsys):
-    from cdatlib.cli import analyze_masking
+    from cdatlib.run import analyze_masking
     from cdatlib.formats import load_dataset
     from cdatlib.config import build_model
     run_dir = baselines('naive')
@@ -213,7 +213,7 @@ def test_analyze_masking_counts_what_the_model_gets_wrong(baselines, tmp_path, c
     assert exact.criterion == 'exact' and exact.table.loc['any', 'misclassified'] == wrong
 
 @pytest.mark.parametrize('args,needle', [
-    (['/nowhere/run'], 'no such configuration file'),
+    (['/nowhere/run'], 'no such run folder'),
     (['RUN', '--criterion', 'f1'], "argument --criterion: invalid choice: 'f1'"),
     (['RUN', '--plot', 'masking.jpg'], 'plot: masking.jpg: give a .png, .pdf or .svg file'),
     (['RUN', '--data', '/nowhere/mosei.pkl'], 'data: /nowhere/mosei.pkl does not exist'),
@@ -225,7 +225,7 @@ def test_analyze_masking_errors_are_one_line(args, needle, baselines, capsys):
 
 def test_confidnet_output_option_survives_save_and_load(tmp_path, capsys):
     "--confidnet-arg output=\"linear\" (the official network): the saved file rebuilds that net, not the sigmoid default"
-    from cdatlib.config import load_confidnet
+    from cdatlib.cdat.confidence import load_confidnet
     from cdatlib.cdat.confidence import ConfidNet
     rc, out, err = cdat_main(capsys, 'train', '--method', 'cdat', '--confidence', 'confidnet', *FAST, *CONFIDNET,
                        '--confidnet-arg', 'output="linear"', '--confidnet-arg', 'hidden=[16, 8]', '--confidnet-arg', 'n_layers=3',

@@ -34,7 +34,7 @@ def test_evaluate_a_finished_run_on_test(tmp_path):
     (['train', '--model', 'gpt'], "unknown model 'gpt'"),
     (['train', '--epochs', '0'], 'epochs: must be at least 1'),
     (['train', '--model-arg', 'wings=2', '--epochs', '1'], 'model_args'),
-    (['evaluate', '/nowhere/run'], 'no such configuration file'),
+    (['evaluate', '/nowhere/run'], 'no such run folder'),
     (['data', 'describe', '/nowhere/y.pt'], '/nowhere/y.pt'),
 ])
 def test_bad_arguments_give_one_line_not_a_traceback(args, needle, tmp_path):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-import cdatlib.cli as cli
+import cdatlib.run as run_pipeline
 import cdatlib.callbacks as callbacks
 from cdatlib.cli import main
 from cdatlib.callbacks import load_checkpoint, file_mode
@@ -247,7 +247,7 @@ def test_unwritable_out_dir_is_one_line(tmp_path, capsys):
 
 def test_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch):
     def interrupted(*a, **k): raise KeyboardInterrupt
-    monkeypatch.setattr(cli, 'build_learner', interrupted)
+    monkeypatch.setattr(run_pipeline, 'build_learner', interrupted)
     rc, out, err = cdat_main(capsys, *TINY, '--out-dir', str(tmp_path))
     assert rc == 130 and 'Traceback' not in err
     assert err.strip().splitlines()[-1] == ('cdat: interrupted; run the same command with --resume to continue from the '
@@ -256,7 +256,7 @@ def test_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch):
 
 def test_unexpected_errors_are_one_line_and_debug_shows_them(tmp_path, capsys, monkeypatch):
     def bug(*a, **k): raise ZeroDivisionError('a bug')
-    monkeypatch.setattr(cli, 'build_model', bug)
+    monkeypatch.setattr(run_pipeline, 'build_model', bug)
     rc, out, err = cdat_main(capsys, *TINY, '--out-dir', str(tmp_path/'a'))
     assert_one_error(rc, err, 'unexpected ZeroDivisionError: a bug', code=1)
     assert '--debug' in err
@@ -362,7 +362,7 @@ def test_resuming_a_checkpoint_of_an_older_cdatlib(tmp_path):
     from cdatlib.formats import load_dataset
     from cdatlib.models.naive import NaiveFusion
     from cdatlib.learner import Learner
-    from cdatlib.callbacks import CheckpointCB, set_seed
+    from cdatlib.callbacks import CheckpointCB, ResumeCB, set_seed
     data = load_dataset(SAMPLE)
     def make():
         set_seed(0)   # selecting the *highest* validation loss makes an early epoch the best, the last one not
@@ -373,6 +373,6 @@ def test_resuming_a_checkpoint_of_an_older_cdatlib(tmp_path):
     ck = load_checkpoint(tmp_path/'last.pt')
     del ck['cbs']['CheckpointCB']['best_model']   # as an older cdatlib wrote it
     callbacks.atomic_save(ck, tmp_path/'last.pt')
-    resumed = make().fit(4, resume=tmp_path/'last.pt')
+    resumed = make().fit(4, cbs=[ResumeCB(tmp_path/'last.pt')])
     assert resumed.best_epoch == full.best_epoch
     for k, v in full.model.state_dict().items(): assert torch.equal(v, resumed.model.state_dict()[k]), k

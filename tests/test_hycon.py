@@ -8,7 +8,7 @@ from cdatlib.dataset import MODALITIES, Task, MultimodalDataset
 from cdatlib.encoders import masked_mean
 from cdatlib.models.core import FusionModel, FusionOutput, toy_batch
 from cdatlib.learner import Learner, MetricsCB, DeviceCB
-from cdatlib.callbacks import get_rng_state, set_rng_state
+from cdatlib.callbacks import get_rng_state, set_rng_state, learner_state
 from cdatlib.hycon import (normalise, sentiment_classes, same_class, n_selected, pair_losses_loop, iamcl_loop,
                            iemcl_loop, scl_loop, pair_losses, iamcl, iemcl, scl, select_pairs, hardness_weights,
                            HyConOptions, hycon_losses, HyConLoss, pool_h, HyCon, ZERO_OPTIONS, SAME_OPTIONS,
@@ -208,7 +208,7 @@ def test_callback_in_learner():
     train_parts = [p for t, p in seen if t]; valid_parts = [p for t, p in seen if not t]
     assert all('hycon_scl' in p and 'hycon_iamcl_refine' in p for p in train_parts)
     assert valid_parts and all(not any(k.startswith('hycon') for k in p) for p in valid_parts)
-    sd = learn.state_dict()['cbs']['HyCon']
+    sd = learner_state(learn)['cbs']['HyCon']
     assert set(sd) == {'in_dims', 'heads'} and 'text.weight' in sd['heads']
 
 def test_callback_leaves_random_state_alone():
@@ -284,24 +284,24 @@ def test_model_with_offline_minilm():
     assert m.text_proj.weight.grad.abs().sum() > 0 and all(p.grad is None for p in m.bert.parameters())
 
 def test_callback_resumes_from_checkpoint(tmp_path):
-    from cdatlib.callbacks import CheckpointCB, load_checkpoint
+    from cdatlib.callbacks import CheckpointCB, ResumeCB, load_checkpoint
     ds = tiny_data()
-    def make():
+    def make(path):
         torch.manual_seed(0)
         dls = {'train': torch.utils.data.DataLoader(ds, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0)),
                'valid': torch.utils.data.DataLoader(ds, batch_size=8)}
         hyc = HyCon()
         cbs = [DeviceCB('cpu'), MetricsCB(), CheckpointCB(restore_best=False), hyc]
-        return Learner(TinyFusion(ds.dims, 1), dls, SENTIMENT, lr=1e-2, cbs=cbs, path=tmp_path), hyc
-    full, hyc_full = make(); full.fit(3)
+        return Learner(TinyFusion(ds.dims, 1), dls, SENTIMENT, lr=1e-2, cbs=cbs, path=path), hyc
+    full, hyc_full = make(tmp_path/'full'); full.fit(3)
     from cdatlib.learner import CancelFitException
     class StopAfterSecondEpoch:
         order = 60 # after CheckpointCB has written last.pt
         def after_epoch(self, learn):
             if learn.epoch == 1: raise CancelFitException()
-    part, _ = make(); part.fit(3, cbs=[StopAfterSecondEpoch()])
-    resumed, hyc_res = make(); resumed.fit(3, resume=tmp_path / 'last.pt')
-    ck = load_checkpoint(tmp_path / 'last.pt')
+    part, _ = make(tmp_path/'cut'); part.fit(3, cbs=[StopAfterSecondEpoch()])
+    resumed, hyc_res = make(tmp_path/'cut'); resumed.fit(3, cbs=[ResumeCB(tmp_path/'cut'/'last.pt')])
+    ck = load_checkpoint(tmp_path/'cut'/'last.pt')
     assert 'HyCon' in ck['cbs'] and ck['epoch'] == 2 and ck['n_epochs'] == 3
     for k, v in hyc_full.heads.state_dict().items(): close(hyc_res.heads.state_dict()[k], v, 1e-6)
 

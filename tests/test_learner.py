@@ -62,7 +62,7 @@ SCRIPT = textwrap.dedent('''
            NonFiniteLossCB(), CSVLoggerCB(), CheckpointCB(restore_best=False)]
     cbs += {'kill': [KillCB()], 'nan': [NanCB(), CopyLastCB()]}.get(mode, [])
     learn = Learner(Tiny(data.dims, 1), dls, data.task, lr=1e-2, cbs=cbs, path=run, config={'mode': mode})
-    learn.fit(n_epochs, resume=run/'last.pt' if mode == 'resume' else None)
+    learn.fit(n_epochs, cbs=[ResumeCB(run/'last.pt')] if mode == 'resume' else [])
     torch.save(learn.model.state_dict(), run/'final_weights.pt')
     res = {'history': [{k: v for k, v in r.items() if k != 'time'} for r in learn.history],
            'valid': learn.evaluate('valid'), 'best_epoch': learn.best_epoch}
@@ -192,15 +192,15 @@ def test_lr_find_has_no_side_effect(tmp_path):
     data = _toy_data()
     l2 = C.L2Penalty() # an add-on with parameters of its own: they must come back too
     learn = _learner(data, [C.CheckpointCB(), C.CSVLoggerCB(), l2], path=tmp_path)
-    before, scale, rng = _weights(learn.model), l2.log_scale.detach().clone(), torch.get_rng_state()
+    before, scale, rng = _weights(learn.model), l2.logits.detach().clone(), torch.get_rng_state()
     cbs = list(learn.cbs)
-    lrs, losses = finder = learn.lr_find(n_iter=30)
+    lrs, losses = finder = C.lr_find(learn, n_iter=30)
     assert len(lrs) == len(losses) and 2 < len(lrs) <= 30
     ratios = torch.tensor(lrs[1:]) / torch.tensor(lrs[:-1])
     assert torch.allclose(ratios, ratios[0].expand_as(ratios)) and ratios[0] > 1 # exponential growth
     assert lrs[0] == pytest.approx(1e-7)
     assert all(torch.equal(v, learn.model.state_dict()[k]) for k, v in before.items())
-    assert torch.equal(l2.log_scale.detach(), scale)
+    assert torch.equal(l2.logits.detach(), scale)
     assert torch.equal(torch.get_rng_state(), rng)
     assert list(tmp_path.iterdir()) == [] # neither checkpoints nor a CSV log
     assert learn.opt is None and learn.history == []
@@ -221,13 +221,13 @@ def test_lr_find_stops_on_divergence_and_on_nan():
             if not learn.training: return
             if self.step >= 5: learn.add_loss('boom', torch.tensor(10. ** (self.step - 4)))
             self.step += 1
-    assert len(_learner(data, [Explode()]).lr_find(n_iter=100).lrs) < 10
+    assert len(C.lr_find(_learner(data, [Explode()]), n_iter=100).lrs) < 10
     class Nan(L.Callback):
         def after_loss(self, learn):
             if learn.training and learn.iter == 2: learn.add_loss('bad', torch.tensor(float('nan')))
     learn = _learner(data, [Nan(), C.NonFiniteLossCB()])
     before = _weights(learn.model)
-    assert len(learn.lr_find(n_iter=100).lrs) == 3 # stopped by the finder, before NonFiniteLossCB raised
+    assert len(C.lr_find(learn, n_iter=100).lrs) == 3 # stopped by the finder, before NonFiniteLossCB raised
     assert all(torch.equal(v, learn.model.state_dict()[k]) for k, v in before.items())
 
 
@@ -246,3 +246,93 @@ def test_activation_stats_match_hand_computation():
     full = _learner(data, [stats2 := C.ActivationStatsCB()])
     full.fit(2)
     assert {m: len(s) for m, s in stats2.stds.items()} == {m: 2 * len(full.dls['train']) for m in ('text', 'audio', 'vision')}
+
+
+# ---- one fit, resuming as a callback, state per callback instance, one set of defaults, one folder per run ----
+
+def test_importing_callbacks_changes_nothing_in_the_learner():
+    "Chapter 09 neither patches nor replaces chapter 08's Learner: `fit` is defined once, with `cbs` for a resume"
+    code = textwrap.dedent('''
+        import sys, inspect
+        import cdatlib, cdatlib.learner as L
+        assert 'cdatlib.callbacks' not in sys.modules, 'importing cdatlib imported cdatlib.callbacks'
+        before = dict(vars(L.Learner))
+        import cdatlib.callbacks
+        after = dict(vars(L.Learner))
+        assert after == before, sorted(set(after) ^ set(before)) or [k for k in after if after[k] is not before[k]]
+        assert list(inspect.signature(L.Learner.fit).parameters) == ['self', 'n_epochs', 'cbs']
+    ''')
+    p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert p.returncode == 0, p.stderr[-2000:]
+
+
+def test_two_callbacks_of_one_class_keep_their_own_state(tmp_path):
+    "Each callback's state is saved under `learn.cb_key(cb)`: two EarlyStoppingCBs on different metrics get their own back"
+    data = _toy_data()
+    def make():
+        es = [C.EarlyStoppingCB(patience=100), C.EarlyStoppingCB(patience=100, monitor='loss', mode='min')]
+        learn = _learner(data, [*es, C.L2Penalty(weight=0.5), C.CheckpointCB(restore_best=False)], path=tmp_path, lr=3e-2)
+        return learn, es
+    learn, (a, b) = make()
+    learn.fit(4)
+    assert (a.monitor, b.monitor) == ('mae', 'loss') and a.best != b.best   # the loss includes the L2 term
+    ck = C.load_checkpoint(tmp_path/'last.pt')
+    assert ck['cbs']['EarlyStoppingCB#0'] == a.state_dict() and ck['cbs']['EarlyStoppingCB#1'] == b.state_dict()
+    fresh, (a2, b2) = make()
+    fresh.fit(4, cbs=[C.ResumeCB(tmp_path/'last.pt')])   # the run is finished: nothing trains, its state comes back
+    assert fresh.history == learn.history
+    assert (a2.best, a2.wait, a2.stop) == (a.best, a.wait, a.stop)
+    assert (b2.best, b2.wait, b2.stop) == (b.best, b.wait, b.stop)
+    # a checkpoint of an older cdatlib keyed the state by class name: still read, by both
+    old = {**ck, 'cbs': {'EarlyStoppingCB': b.state_dict()}}
+    third, (a3, b3) = make()
+    C.restore_learner(third, old)
+    assert a3.best == b3.best == b.best
+
+
+def test_resume_refuses_another_number_of_epochs(tmp_path):
+    data = _toy_data()
+    _learner(data, [C.CheckpointCB()], path=tmp_path).fit(2)
+    with pytest.raises(C.CheckpointError, match='written for a run of 2 epochs, not 3'):
+        _learner(data, [C.CheckpointCB()], path=tmp_path).fit(3, cbs=[C.ResumeCB(tmp_path/'last.pt')])
+
+
+def test_build_learner_defaults_are_train_configs():
+    import inspect
+    from cdatlib.config import TrainConfig
+    cfg, params = TrainConfig(), inspect.signature(C.build_learner).parameters
+    names = dict(batch_size='batch_size', lr='lr', wd='weight_decay', warmup='warmup', clip='grad_clip', patience='patience')
+    assert {k: params[k].default for k in names} == {k: getattr(cfg, v) for k, v in names.items()}
+
+
+def test_a_fresh_fit_does_not_overwrite_another_fits_checkpoints(tmp_path):
+    import re
+    data = _toy_data()
+    make = lambda **kw: _learner(data, [C.CheckpointCB(**kw)], path=tmp_path)
+    first = make().fit(2)
+    files = lambda: {n: (tmp_path/n).read_bytes() for n in ('best.pt', 'last.pt')}
+    before = files()
+    with pytest.raises(C.CheckpointError, match=re.escape(f"{tmp_path}: already holds best.pt, last.pt of another fit")) as e:
+        make().fit(2)
+    assert 'overwrite=True' in str(e.value) and 'ResumeCB' in str(e.value) and '\n' not in str(e.value)
+    assert files() == before                             # nothing was replaced
+    first.fit(3)                                         # the same Learner again (fine-tuning): its own files
+    assert C.load_checkpoint(tmp_path/'last.pt')['n_epochs'] == 3
+    make(overwrite=True).fit(1)                          # asked for
+    assert C.load_checkpoint(tmp_path/'last.pt')['n_epochs'] == 1
+
+
+def test_build_learner_without_a_path_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = _toy_data()
+    build = lambda **kw: C.build_learner(SeqToy(data.dims, 1), data, lr=1e-2, batch_size=8, device='cpu', progress=False, **kw)
+    torch.manual_seed(0)
+    learn = build().fit(3)
+    assert learn.path is None and list(tmp_path.iterdir()) == []   # no runs/ folder, no log
+    best = min(h['valid_mae'] for h in learn.history)
+    assert learn.best_score == best and learn.evaluate('valid')['mae'] == pytest.approx(best, abs=1e-5)
+    build(path='run').fit(1)
+    assert sorted(p.name for p in (tmp_path/'run').iterdir()) == ['best.pt', 'last.pt', 'log.csv']
+    with pytest.raises(C.CheckpointError, match='run: already holds'): build(path='run').fit(1)
+    build(path='run', overwrite=True).fit(1)

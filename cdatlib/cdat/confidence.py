@@ -13,11 +13,13 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from ..dataset import MODALITIES
+from ..callbacks import atomic_save, load_checkpoint, CheckpointError
 from .masking import fuse_dropped, train_mode, _eval_outputs
 
 # %% auto #0
 __all__ = ['CONFIDNET_VARIANTS', 'CONFIDNET_OUTPUTS', 'const_confidence', 'binary_ce', 'ce_confidence', 'tcp_target', 'ConfidNet',
-           'cache_fused', 'fit_confidnet', 'confidnet_confidence', 'modality_confidence', 'misalignment_auroc']
+           'cache_fused', 'fit_confidnet', 'confidnet_arch', 'save_confidnet', 'load_confidnet', 'confidnet_confidence',
+           'modality_confidence', 'misalignment_auroc']
 
 # %% ../../nbs/17_cdat_confidence.ipynb #31df11fc
 def const_confidence(B:int, # batch size
@@ -111,6 +113,29 @@ def cache_fused(model:nn.Module, # the frozen fusion model
         ys.append(batch['y'].float()); idx.append(batch['index'])
     return {'z': torch.cat(zs), 'target': torch.cat(ts), 'y': torch.cat(ys), 'index': torch.cat(idx)}
 
+# %% ../../nbs/17_cdat_confidence.ipynb #894f1dd5
+def _train_confidnet(net, zt, tt, zv, tv, epochs, lr, batch_size, gen)->pd.DataFrame:
+    "Adam on the cached (z, target) pairs; the best validation epoch's weights are left in `net`; the history"
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    best, best_state, rows = math.inf, None, []
+    for epoch in range(epochs):
+        net.train(); perm = torch.randperm(len(zt), generator=gen).to(zt.device)
+        total = torch.zeros((), device=zt.device) # summed on the device: one host read per epoch, not per step
+        for i in range(0, len(zt), batch_size):
+            j = perm[i:i + batch_size]
+            if len(j) < 2: continue # BatchNorm needs two samples
+            loss = F.mse_loss(net(zt[j]), tt[j])
+            opt.zero_grad(); loss.backward(); opt.step(); total += loss.detach() * len(j)
+        net.eval()
+        with torch.no_grad(): vl = F.mse_loss(net(zv), tv) if len(zv) else torch.full((), math.nan, device=zt.device)
+        tl, vl = torch.stack([total / len(zt), vl.to(total.device)]).tolist() # the epoch's one host read
+        rows.append({'epoch': epoch, 'train_mse': tl, 'valid_mse': vl})
+        if vl < best: best, best_state = vl, copy.deepcopy(net.state_dict())
+    if best_state is not None: net.load_state_dict(best_state)
+    hist = pd.DataFrame(rows); hist.attrs['best_epoch'] = int(hist['valid_mse'].idxmin()) if len(hist) else None
+    return hist
+
+# %% ../../nbs/17_cdat_confidence.ipynb #a1131841
 def fit_confidnet(model:nn.Module, # the trained fusion model (stage 1); frozen here, never changed
                   dls:dict, # {'train': loader, 'valid': loader}
                   task, # the dataset's `Task`
@@ -138,25 +163,41 @@ def fit_confidnet(model:nn.Module, # the trained fusion model (stage 1); frozen 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = ConfidNet(zt.shape[1], n_layers, hidden, dropout, sigmoid, output).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    best, best_state, rows = math.inf, None, []
-    for epoch in range(epochs):
-        net.train(); perm = torch.randperm(len(zt), generator=gen).to(zt.device)
-        total = torch.zeros((), device=zt.device) # summed on the device: one host read per epoch, not per step
-        for i in range(0, len(zt), batch_size):
-            j = perm[i:i + batch_size]
-            if len(j) < 2: continue # BatchNorm needs two samples
-            loss = F.mse_loss(net(zt[j]), tt[j])
-            opt.zero_grad(); loss.backward(); opt.step(); total += loss.detach() * len(j)
-        net.eval()
-        with torch.no_grad(): vl = F.mse_loss(net(zv), tv) if len(zv) else torch.full((), math.nan, device=zt.device)
-        tl, vl = torch.stack([total / len(zt), vl.to(total.device)]).tolist() # the epoch's one host read
-        rows.append({'epoch': epoch, 'train_mse': tl, 'valid_mse': vl})
-        if vl < best: best, best_state = vl, copy.deepcopy(net.state_dict())
-    if best_state is not None: net.load_state_dict(best_state)
+    hist = _train_confidnet(net, zt, tt, zv, tv, epochs, lr, batch_size, gen)
     for p in net.parameters(): p.requires_grad_(False)
-    hist = pd.DataFrame(rows); hist.attrs['best_epoch'] = int(hist['valid_mse'].idxmin()) if len(hist) else None
     return net.eval(), hist
+
+# %% ../../nbs/17_cdat_confidence.ipynb #a681d6ed
+def confidnet_arch(net)->dict:
+    "The `ConfidNet` arguments that rebuild `net`, read off the network itself: n_layers, hidden, dropout, output"
+    linears = [m for m in net.net if isinstance(m, nn.Linear)]
+    drops = [m.p for m in net.net if isinstance(m, nn.Dropout)]
+    arch = {'n_layers': len(linears), 'hidden': [m.out_features for m in linears[:-1]], 'output': net.output}
+    if drops: arch['dropout'] = drops[0] # a one-layer net has no dropout to record
+    return arch
+
+def save_confidnet(net, # a trained `ConfidNet`
+                   path, # destination file (confidnet.pt)
+                   arch:dict=None, # extra `ConfidNet` arguments; the network's own settings (`confidnet_arch`) win
+                   history=None, # its training history (a DataFrame), kept for the record
+                  ):
+    "Save a ConfidNet with what rebuilds it, atomically"
+    # ('sigmoid', the older spelling of 'output', would override the recorded output, so it is not kept)
+    arch = {**{k: list(v) if isinstance(v, tuple) else v for k, v in (arch or {}).items() if k != 'sigmoid'}, **confidnet_arch(net)}
+    ck = {'model': net.state_dict(), 'in_dim': net.net[0].in_features, 'arch': arch}
+    if history is not None: ck.update(history=history.to_dict('list'), best_epoch=history.attrs.get('best_epoch'))
+    return atomic_save(ck, path)
+
+def load_confidnet(path):
+    "The frozen, eval-mode ConfidNet saved at `path` by `save_confidnet`"
+    ck = load_checkpoint(path)
+    try:
+        net = ConfidNet(ck['in_dim'], **ck.get('arch', {}))
+        net.load_state_dict(ck['model'])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a ConfidNet checkpoint ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
+    for p in net.parameters(): p.requires_grad_(False)
+    return net.eval()
 
 # %% ../../nbs/17_cdat_confidence.ipynb #d41f4cc7
 @torch.no_grad()

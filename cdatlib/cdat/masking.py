@@ -20,8 +20,8 @@ from ..models.core import drop_each_modality
 
 # %% auto #0
 __all__ = ['LABEL_SET_KINDS', 'supports_fuse', 'train_mode', 'forward_dropped', 'fuse_dropped', 'label_matrix', 'sample_jaccard',
-           'MaskingReport', 'masking_gains', 'masking_predictions', 'masking_analysis', 'plot_masking',
-           'masking_for_run', 'corrupt']
+           'MaskingReport', 'masking_gains', 'masking_predictions', 'masking_analysis', 'plot_masking', 'masking_table',
+           'plot_path', 'save_masking_plot', 'corrupt']
 
 # %% ../../nbs/16_cdat_masking.ipynb #906b1bf1
 def _accepts(fn, name:str)->bool:
@@ -40,6 +40,7 @@ def supports_fuse(model)->bool:
     if not callable(fuse) or not callable(getattr(model, 'encode', None)): return False
     return _accepts(fuse, 'drop')
 
+# %% ../../nbs/16_cdat_masking.ipynb #c8204999
 @contextmanager
 def train_mode(model:nn.Module, # the model
                training:bool, # mode inside the block
@@ -59,6 +60,7 @@ def train_mode(model:nn.Module, # the model
     finally:
         for m, w in zip(mods, was): m.__dict__['training'] = w
 
+# %% ../../nbs/16_cdat_masking.ipynb #fdef37e9
 def forward_dropped(model, batch:dict, modality:str):
     "One full forward pass with `modality` masked (`drop=` for the new models, `mask=` for older ones)"
     return model(batch, drop=modality) if _accepts(model.forward, 'drop') else model(batch, mask=(modality,))
@@ -115,6 +117,7 @@ class MaskingReport:
     criterion:str
     def share(self, row='any')->float: return float(self.table.loc[row, 'share'])
 
+# %% ../../nbs/16_cdat_masking.ipynb #7b82574b
 def masking_gains(y, # (N, C) true labels (0/1), or (N,) sentiment values for 'regression'
                   p_full, # (N, C) predictions with every modality
                   p_dropped, # (3, N, C) (or a list of 3) predictions with MODALITIES[k] masked
@@ -198,27 +201,36 @@ def plot_masking(report:MaskingReport, # from `masking_gains` / `masking_analysi
     ax.set_ylim(0, max(5, 100 * np.nanmax(t['share'].to_numpy()) * 1.3) if len(t) else 1)
     return ax
 
-# %% ../../nbs/16_cdat_masking.ipynb #0850f58a
-def masking_for_run(run_dir, # a seed folder written by `cdat train` (config.json, best.pt)
-                    split:str='valid', # the split to analyse (as `analyze_masking` and `cdat analyze masking`)
-                    criterion:str='jaccard',
-                    drop_empty:bool=False,
-                    batch_size:int=None, # default: the run's batch size
-                   )->MaskingReport:
-    "`masking_analysis` of a trained run's selected weights on `split`"
-    from cdatlib.config import load_config, build_model, resolve_layout, ConfigError
-    from cdatlib.formats import load_dataset
-    from cdatlib.callbacks import load_checkpoint, DeviceLoader
-    run_dir = Path(run_dir)
-    cfg = load_config(run_dir)
-    ckpt = run_dir/'best.pt'
-    if not ckpt.exists(): raise ConfigError(f"{ckpt}: no checkpoint; was this run trained?")
-    data = load_dataset(cfg.data_path(), layout=resolve_layout(cfg.layout)) # 'npz' -> 'utterance', as `cdat train` reads it
-    if split not in data.splits: raise ConfigError(f"split: {split!r} is not one of {data.splits}")
-    model = build_model(cfg, data)
-    model.load_state_dict(load_checkpoint(ckpt)['model'])
-    return masking_analysis(model.eval(), DeviceLoader(data[split], batch_size or cfg.batch_size), data.task,
-                            criterion, drop_empty)
+# %% ../../nbs/16_cdat_masking.ipynb #de2951e6
+def masking_table(reports:dict)->pd.DataFrame:
+    "One column per report: 'improved/misclassified (share)' for each masked modality and for any of them"
+    cell = lambda r: f"{int(r['improved'])}/{int(r['misclassified'])} ({100 * r['share']:.1f}%)" if r['misclassified'] else '0/0'
+    t = pd.DataFrame({k: [cell(r) for _, r in rep.table.iterrows()] for k, rep in reports.items()},
+                     index=next(iter(reports.values())).table.index)
+    t.index.name = 'masked'
+    return t
+
+def plot_path(path)->Path:
+    "`path` as a figure file, refused (naming it) unless it is a .png, .pdf or .svg"
+    from cdatlib.config import ConfigError
+    path = Path(path)
+    if path.suffix.lower() not in ('.png', '.pdf', '.svg'): raise ConfigError(f"plot: {path}: give a .png, .pdf or .svg file")
+    return path
+
+def save_masking_plot(reports:dict, # {label: MaskingReport}
+                      path, # a .png, .pdf or .svg file
+                     )->Path:
+    "The bar plots of the reports side by side, written atomically"
+    import io
+    from matplotlib.figure import Figure # no pyplot: no window, whatever the backend
+    from cdatlib.callbacks import atomic_write
+    path = plot_path(path)
+    fig = Figure(figsize=(4.5 * len(reports), 3.2))
+    for ax, (label, rep) in zip(fig.subplots(1, len(reports), squeeze=False)[0], reports.items()):
+        plot_masking(rep, ax=ax, title=f"{label}: improved by masking ({rep.criterion})")
+    fig.tight_layout()
+    buf = io.BytesIO(); fig.savefig(buf, format=path.suffix[1:].lower(), dpi=120)
+    return atomic_write(path, buf.getvalue())
 
 # %% ../../nbs/16_cdat_masking.ipynb #a0a6f848
 def corrupt(ds, # a `MultimodalDataset` (one split); not changed

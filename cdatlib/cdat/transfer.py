@@ -8,6 +8,7 @@ Docs: https://cdatlib.github.io/cdatlib/cdat_transfer.html.md"""
 from __future__ import annotations
 import copy
 import torch
+from fastcore.basics import patch
 from torch import nn
 import torch.nn.functional as F
 from ..dataset import MODALITIES
@@ -16,7 +17,7 @@ from .masking import fuse_dropped, forward_dropped, train_mode
 from .confidence import const_confidence, ce_confidence, confidnet_confidence
 
 # %% auto #0
-__all__ = ['PAIRS', 'ADJUSTMENTS', 'pkt_probs', 'pkt_loss', 'pair_weights', 'dckt_loss', 'CDaT', 'cdat_stages']
+__all__ = ['PAIRS', 'ADJUSTMENTS', 'pkt_probs', 'pkt_loss', 'pair_weights', 'dckt_loss', 'CDaT']
 
 # %% ../../nbs/18_cdat_transfer.ipynb #ef259746
 def _kernels(x:torch.Tensor, # (M, B, D): M batches of B flattened representations
@@ -143,78 +144,47 @@ class CDaT(Callback):
             self.frozen = copy.deepcopy(learn.model).to(dev).eval()
             for p in self.frozen.parameters(): p.requires_grad_(False)
 
-    def _masked(self, model, out, batch):
-        "z and logits (3, B, ...) of the masked inputs, and the full logits they are compared with"
-        if self.weights_from == 'frozen':
-            with torch.no_grad(), train_mode(self.frozen, False): # the Learner sets callbacks' modules to train mode
-                fo = self.frozen(batch)
-                z3, l3 = fuse_dropped(self.frozen, fo, batch, split=self.split_fuse)
-            return z3, l3, fo.logits
-        if self.official_passes: # train mode, autograd on, whole model each time; the official 4th pass is unused
-            model(batch)
-            outs = [forward_dropped(model, batch, m) for m in MODALITIES]
-            return torch.stack([o.z.flatten(1) for o in outs]), torch.stack([o.logits for o in outs]), out.logits
-        z3, l3 = fuse_dropped(model, out, batch, split=self.split_fuse)
-        return z3, l3, out.logits
+# %% ../../nbs/18_cdat_transfer.ipynb #d16b3f41
+@patch
+def _masked(self:CDaT, model, out, batch):
+    "z and logits (3, B, ...) of the masked inputs, and the full logits they are compared with"
+    if self.weights_from == 'frozen':
+        with torch.no_grad(), train_mode(self.frozen, False): # the Learner sets callbacks' modules to train mode
+            fo = self.frozen(batch)
+            z3, l3 = fuse_dropped(self.frozen, fo, batch, split=self.split_fuse)
+        return z3, l3, fo.logits
+    if self.official_passes: # train mode, autograd on, whole model each time; the official 4th pass is unused
+        model(batch)
+        outs = [forward_dropped(model, batch, m) for m in MODALITIES]
+        return torch.stack([o.z.flatten(1) for o in outs]), torch.stack([o.logits for o in outs]), out.logits
+    z3, l3 = fuse_dropped(model, out, batch, split=self.split_fuse)
+    return z3, l3, out.logits
 
-    def weights(self, learn)->torch.Tensor: # (B, 3)
-        "Per-sample confidence of each masked modality for the current batch"
-        out = learn.out
-        if self.confidence == 'const': return const_confidence(len(out.z), out.z.device)
-        z3, l3, full = self._masked(learn.model, out, learn.batch)
-        if self.confidence == 'ce': return ce_confidence(full, l3, learn.task.kind, self.ce_direction, self.ce_target)
-        if self.official_passes: # with autograd, as the official code (ConfidNet itself in eval mode)
-            with train_mode(self.confidnet, False): return self.confidnet(z3.flatten(0, 1)).reshape(3, -1).T
-        return confidnet_confidence(self.confidnet, z3)
+@patch
+def weights(self:CDaT, learn)->torch.Tensor: # (B, 3)
+    "Per-sample confidence of each masked modality for the current batch"
+    out = learn.out
+    if self.confidence == 'const': return const_confidence(len(out.z), out.z.device)
+    z3, l3, full = self._masked(learn.model, out, learn.batch)
+    if self.confidence == 'ce': return ce_confidence(full, l3, learn.task.kind, self.ce_direction, self.ce_target)
+    if self.official_passes: # with autograd, as the official code (ConfidNet itself in eval mode)
+        with train_mode(self.confidnet, False): return self.confidnet(z3.flatten(0, 1)).reshape(3, -1).T
+    return confidnet_confidence(self.confidnet, z3)
 
-    def after_loss(self, learn):
-        if not learn.training: return
-        w = self.weights(learn)
-        lam = torch.ones(len(w), len(PAIRS), device=w.device) if self.confidence == 'const' else pair_weights(w, self.adjust)
-        loss, terms = dckt_loss(learn.out.h, lam, self.weighting, self.detach_teacher, self.diagonal, self.eps, self.reduction)
-        learn.add_loss('cdat', self.alpha * loss)
-        self.last = {'w': w.detach(), 'lam': lam.detach(), 'terms': terms} # terms: (6,) in PAIRS order
+# %% ../../nbs/18_cdat_transfer.ipynb #d54f2203
+@patch
+def after_loss(self:CDaT, learn):
+    if not learn.training: return
+    w = self.weights(learn)
+    lam = torch.ones(len(w), len(PAIRS), device=w.device) if self.confidence == 'const' else pair_weights(w, self.adjust)
+    loss, terms = dckt_loss(learn.out.h, lam, self.weighting, self.detach_teacher, self.diagonal, self.eps, self.reduction)
+    learn.add_loss('cdat', self.alpha * loss)
+    self.last = {'w': w.detach(), 'lam': lam.detach(), 'terms': terms} # terms: (6,) in PAIRS order
 
-    def state_dict(self)->dict:
-        "The ConfidNet weights, so that a CDaT run's checkpoints hold everything the resumed loss needs"
-        return {'confidnet': self.confidnet.state_dict() if self.confidnet is not None else None}
-    def load_state_dict(self, sd:dict):
-        if sd.get('confidnet') is not None and self.confidnet is not None: self.confidnet.load_state_dict(sd['confidnet'])
-
-# %% ../../nbs/18_cdat_transfer.ipynb #4f8a4063
-def cdat_stages(baseline:nn.Module, # the trained fusion model (stage 1); not changed
-                data, # the `MultimodalData` it was trained on
-                run_dir, # folder for confidnet/confidnet.pt and cdat/ (best.pt, last.pt, log.csv), as `cdat train --method cdat`
-                confidence:str='confidnet', # 'const', 'ce' or 'confidnet'
-                alpha:float=1e4, # weight of L_DCKT
-                epochs:int=10, # CDaT fine-tuning epochs
-                confidnet_args:dict=None, # keyword arguments of `fit_confidnet` (epochs, lr, n_layers, hidden, ...)
-                cdat_args:dict=None, # more keyword arguments of `CDaT` (adjust, weighting, detach_teacher, ...)
-                resume:bool=True, # reuse a saved confidnet/confidnet.pt and continue from cdat/last.pt when present
-                **learner_args, # `build_learner` arguments for the fine-tuning (lr, batch_size, device, ...)
-               ):
-    "Stage 2 (ConfidNet on the frozen baseline's cached z) and stage 3 (fine-tuning with the CDaT callback); returns the Learner"
-    from pathlib import Path
-    from cdatlib.learner import default_device
-    from cdatlib.callbacks import build_learner, dataloaders
-    from cdatlib.cdat.confidence import fit_confidnet
-    from cdatlib.config import save_confidnet, load_confidnet # the CLI's file format (imported here: config imports this module lazily)
-    run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
-    net, cn_path = None, run_dir/'confidnet'/'confidnet.pt'
-    if confidence == 'confidnet':
-        ca = dict(confidnet_args or {})
-        if resume and cn_path.exists(): net = load_confidnet(cn_path) # frozen, eval mode
-        else:
-            device = learner_args.get('device') or default_device()
-            dls = dataloaders(data, learner_args.get('batch_size', 64), device=device, on_device=learner_args.get('on_device', 'auto'))
-            net, hist = fit_confidnet(baseline.to(device), {'train': dls['train'], 'valid': dls['valid']}, data.task, **ca)
-            save_confidnet(net, cn_path, history=hist) # records the net's own settings (output included)
-    model = copy.deepcopy(baseline)
-    cb = CDaT(alpha=alpha, confidence=confidence, confidnet=net, **(cdat_args or {}))
-    cfg = {'cdat': {'confidence': confidence, 'alpha': alpha, **{k: v for k, v in (cdat_args or {}).items()}}}
-    extra_cbs, user_cfg = list(learner_args.pop('cbs', [])), learner_args.pop('config', None) or {}
-    learn = build_learner(model, data, path=run_dir/'cdat', cbs=[cb] + extra_cbs, config={**user_cfg, **cfg}, **learner_args)
-    last = run_dir/'cdat'/'last.pt'
-    learn.fit(epochs, resume=last if resume and last.exists() else None)
-    learn.confidnet = net
-    return learn
+@patch
+def state_dict(self:CDaT)->dict:
+    "The ConfidNet weights, so that a CDaT run's checkpoints hold everything the resumed loss needs"
+    return {'confidnet': self.confidnet.state_dict() if self.confidnet is not None else None}
+@patch
+def load_state_dict(self:CDaT, sd:dict):
+    if sd.get('confidnet') is not None and self.confidnet is not None: self.confidnet.load_state_dict(sd['confidnet'])
