@@ -247,19 +247,20 @@ class MultimodalData:
     def __getitem__(self, split): return self.splits_[split]
     def __iter__(self): return iter(self.splits_.values())
 
-    def dataloaders(self,
-                    batch_size:int=64, # samples per batch
-                    shuffle_train:bool=True, # reshuffle the train split every epoch
-                    seed:int=0, # seeds the shuffling, so a run can be repeated
-                    num_workers:int=0, # worker processes (0: load in the main process)
-                    drop_last:bool=False, # drop the last partial train batch (valid/test never drop: every sample is scored)
-                   )->dict:
-        "A DataLoader per split; only train is shuffled"
-        g = torch.Generator().manual_seed(seed)
-        return {s: DataLoader(ds, batch_size=batch_size, shuffle=(s == 'train' and shuffle_train), generator=g,
-                              num_workers=num_workers, drop_last=(s == 'train' and drop_last))
-                for s, ds in self.splits_.items()}
-
+# %% ../nbs/01_dataset.ipynb #c2c8994c
+@patch
+def dataloaders(self:MultimodalData,
+                batch_size:int=64, # samples per batch
+                shuffle_train:bool=True, # reshuffle the train split every epoch
+                seed:int=0, # seeds the shuffling, so a run can be repeated
+                num_workers:int=0, # worker processes (0: load in the main process)
+                drop_last:bool=False, # drop the last partial train batch (valid/test never drop: every sample is scored)
+               )->dict:
+    "A DataLoader per split; only train is shuffled"
+    g = torch.Generator().manual_seed(seed)
+    return {s: DataLoader(ds, batch_size=batch_size, shuffle=(s == 'train' and shuffle_train), generator=g,
+                          num_workers=num_workers, drop_last=(s == 'train' and drop_last))
+            for s, ds in self.splits_.items()}
 
 # %% ../nbs/01_dataset.ipynb #a8f89f4d
 SENTIMENT_RANGE = (-3.0, 3.0)  # CMU-MOSI/MOSEI sentiment is annotated on a 7-point scale from -3 to +3

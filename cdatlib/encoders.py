@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 # %% ../nbs/05_encoders.ipynb #0c69b130
@@ -79,15 +80,18 @@ class LSTMEncoder(nn.Module):
         if mask is not None: final = final.masked_fill((lengths == 0).unsqueeze(-1), 0.)
         return (out if outputs else None), final
 
-    def forward(self, x:Tensor,            # (B, L, in_dim)
-                mask:Tensor=None,          # (B, L) bool, True = real step; None = all real
-               ) -> Tensor:                # (B, out_dim or hidden_dim*directions)
-        final = self.encode(x, mask, outputs=False)[1]
-        return final if self.head is None else self.head(final)
+# %% ../nbs/05_encoders.ipynb #4d3b1284
+@patch
+def forward(self:LSTMEncoder, x:Tensor,            # (B, L, in_dim)
+            mask:Tensor=None,          # (B, L) bool, True = real step; None = all real
+           ) -> Tensor:                # (B, out_dim or hidden_dim*directions)
+    final = self.encode(x, mask, outputs=False)[1]
+    return final if self.head is None else self.head(final)
 
-    def outputs(self, x:Tensor, mask:Tensor=None) -> Tensor:
-        "Every step's top-layer output (B, L, hidden_dim*directions), zeros at padding"
-        return self.encode(x, mask)[0]
+@patch
+def outputs(self:LSTMEncoder, x:Tensor, mask:Tensor=None) -> Tensor:
+    "Every step's top-layer output (B, L, hidden_dim*directions), zeros at padding"
+    return self.encode(x, mask)[0]
 
 # %% ../nbs/05_encoders.ipynb #0f699a70
 def fast_dropout(x:Tensor, p:float, training:bool=True) -> Tensor:
@@ -247,27 +251,31 @@ class BertTextEncoder(nn.Module):
                              return_attention_mask=True, return_token_type_ids=True, return_tensors='pt')
         return torch.stack([enc['input_ids'], enc['attention_mask'], enc['token_type_ids']], 1).long()
 
-    def _ids(self, text_bert) -> tuple:
-        if isinstance(text_bert, str) or (isinstance(text_bert, (list, tuple)) and all(isinstance(t, str) for t in text_bert)):
-            text_bert = self.tokenize(text_bert)
-        if text_bert.dim() != 3 or text_bert.shape[1] != 3:
-            raise ValueError(f"expected text_bert of shape (B, 3, L) [input_ids, attention_mask, token_type_ids]; got {tuple(text_bert.shape)}")
-        t = text_bert.to(self.device)
-        if t.is_floating_point(): t = t.round()       # MMSA pickles may store the ids as floats
-        return t[:, 0].long(), t[:, 1].long(), t[:, 2].long()
+# %% ../nbs/05_encoders.ipynb #717e6a42
+@patch
+def _ids(self:BertTextEncoder, text_bert) -> tuple:
+    if isinstance(text_bert, str) or (isinstance(text_bert, (list, tuple)) and all(isinstance(t, str) for t in text_bert)):
+        text_bert = self.tokenize(text_bert)
+    if text_bert.dim() != 3 or text_bert.shape[1] != 3:
+        raise ValueError(f"expected text_bert of shape (B, 3, L) [input_ids, attention_mask, token_type_ids]; got {tuple(text_bert.shape)}")
+    t = text_bert.to(self.device)
+    if t.is_floating_point(): t = t.round()       # MMSA pickles may store the ids as floats
+    return t[:, 0].long(), t[:, 1].long(), t[:, 2].long()
 
-    def sequence(self, text_bert) -> Tensor:
-        "Last hidden states (B, L, hidden_size), zeros at padding"
-        ids, att, tt = self._ids(text_bert)
-        pos = (att.cumsum(1) - 1).clamp(min=0)         # positions of the real tokens, whatever the padding side
-        with torch.set_grad_enabled(self.fine_tune and torch.is_grad_enabled()):
-            h = self.bert(input_ids=ids, attention_mask=att, token_type_ids=tt, position_ids=pos).last_hidden_state
-        return h * att.unsqueeze(-1).to(h.dtype)
+@patch
+def sequence(self:BertTextEncoder, text_bert) -> Tensor:
+    "Last hidden states (B, L, hidden_size), zeros at padding"
+    ids, att, tt = self._ids(text_bert)
+    pos = (att.cumsum(1) - 1).clamp(min=0)         # positions of the real tokens, whatever the padding side
+    with torch.set_grad_enabled(self.fine_tune and torch.is_grad_enabled()):
+        h = self.bert(input_ids=ids, attention_mask=att, token_type_ids=tt, position_ids=pos).last_hidden_state
+    return h * att.unsqueeze(-1).to(h.dtype)
 
-    def forward(self, text_bert) -> Tensor:
-        "(B, hidden_size) pooled embedding of `text_bert` (B, 3, L) (long or float) or of a list of transcripts"
-        ids, att, tt = self._ids(text_bert)
-        h = self.sequence(torch.stack([ids, att, tt], 1))
-        if self.pooling == 'mean': return masked_mean(h, att.bool())
-        first = att.argmax(1)                           # the first real token ([CLS] for right padding)
-        return h[torch.arange(len(h), device=h.device), first]
+@patch
+def forward(self:BertTextEncoder, text_bert) -> Tensor:
+    "(B, hidden_size) pooled embedding of `text_bert` (B, 3, L) (long or float) or of a list of transcripts"
+    ids, att, tt = self._ids(text_bert)
+    h = self.sequence(torch.stack([ids, att, tt], 1))
+    if self.pooling == 'mean': return masked_mean(h, att.bool())
+    first = att.argmax(1)                           # the first real token ([CLS] for right padding)
+    return h[torch.arange(len(h), device=h.device), first]

@@ -10,6 +10,7 @@ import html, io
 import numpy as np
 import pandas as pd
 import torch
+from fastcore.basics import patch
 from .dataset import MODALITIES
 from .cdat.masking import label_matrix, sample_jaccard, fuse_dropped, train_mode
 from .cdat.confidence import modality_confidence
@@ -37,6 +38,38 @@ def format_labels(values, # (N, C) probabilities or 0/1 labels, or (N,)/(N, 1) s
     return [', '.join(c for c, b in zip(classes, row) if b) or 'none' for row in on]
 
 # %% ../nbs/23_explorer.ipynb #c64c20cd
+def _prediction_arrays(n:int, classes:list, **fields)->dict:
+    "{field: (n, C) array} of the labels and both models' predictions, each checked against the ids and classes"
+    arrays = {k: _arr(v, k) for k, v in fields.items()}
+    for k, a in arrays.items():
+        arrays[k] = a = a.reshape(len(a), -1) if a.ndim else a
+        if a.shape != (n, len(classes)):
+            raise ValueError(f"explorer_table: field {k!r} has shape {a.shape}, expected ({n}, {len(classes)}) for {n} ids and classes {classes}")
+    return arrays
+
+def _dropped_columns(dropped, n:int, kind:str, classes:list, threshold:float)->dict:
+    "Per modality m, the baseline's predictions with m masked: `drop_{m}_pred` (labels) and `drop_{m}_{class}`"
+    d = _arr(dropped, 'dropped').reshape(len(MODALITIES), n, -1) if np.size(dropped) == 3 * n * len(classes) else None
+    if d is None: raise ValueError(f"explorer_table: field 'dropped' has shape {np.shape(dropped)}, expected (3, {n}, {len(classes)})")
+    cols = {}
+    for k, m in enumerate(MODALITIES):
+        cols[f'drop_{m}_pred'] = format_labels(d[k], kind, classes, threshold)
+        cols.update({f'drop_{m}_{c}': d[k][:, j] for j, c in enumerate(classes)})
+    return cols
+
+def _flag_columns(arrays:dict, kind:str, threshold:float, ids:list, misaligned)->dict:
+    "Both models' per-utterance scores (sample Jaccard) and the three flags: misclassified, improved, planted"
+    true = label_matrix(arrays['y'], kind, threshold)
+    score = {k: sample_jaccard(label_matrix(arrays[k], kind, threshold), true) for k in ('base', 'cdat')}
+    planted = dict(misaligned or {})
+    cols = {'base_score': score['base'], 'cdat_score': score['cdat'],
+            'misclassified': score['base'] < 1, 'cdat_misclassified': score['cdat'] < 1,
+            'improved': score['cdat'] > score['base'],
+            'planted': [planted.get(i, '') for i in ids]}
+    cols['planted_misaligned'] = np.array([p != '' for p in cols['planted']], dtype=bool)
+    return cols
+
+# %% ../nbs/23_explorer.ipynb #7529e8e9
 def explorer_table(ids, # N sample ids
                    y, # (N, C) true labels (0/1), or (N,)/(N, 1) sentiment values
                    base, # (N, C) the baseline's predictions (probabilities, or values for regression)
@@ -51,11 +84,7 @@ def explorer_table(ids, # N sample ids
     "One row per utterance: labels, both models' predictions, confidences, masked predictions and the three flags"
     ids = [str(i) for i in ids]; n = len(ids)
     kind, classes = task.kind, list(task.classes)
-    arrays = {'y': _arr(y, 'y'), 'base': _arr(base, 'base'), 'cdat': _arr(cdat, 'cdat')}
-    for k, a in arrays.items():
-        arrays[k] = a = a.reshape(len(a), -1) if a.ndim else a
-        if a.shape != (n, len(classes)):
-            raise ValueError(f"explorer_table: field {k!r} has shape {a.shape}, expected ({n}, {len(classes)}) for {n} ids and classes {classes}")
+    arrays = _prediction_arrays(n, classes, y=y, base=base, cdat=cdat)
     cols = {'id': ids}
     if transcripts is not None:
         if len(transcripts) != n: raise ValueError(f"explorer_table: field 'transcripts' has {len(transcripts)} entries for {n} ids")
@@ -69,20 +98,8 @@ def explorer_table(ids, # N sample ids
         w = _arr(confidence, 'confidence')
         if w.shape != (n, len(MODALITIES)): raise ValueError(f"explorer_table: field 'confidence' has shape {w.shape}, expected ({n}, 3)")
         cols.update({f'conf_{m}': w[:, k] for k, m in enumerate(MODALITIES)})
-    if dropped is not None:
-        d = _arr(dropped, 'dropped').reshape(len(MODALITIES), n, -1) if np.size(dropped) == 3 * n * len(classes) else None
-        if d is None: raise ValueError(f"explorer_table: field 'dropped' has shape {np.shape(dropped)}, expected (3, {n}, {len(classes)})")
-        for k, m in enumerate(MODALITIES):
-            cols[f'drop_{m}_pred'] = format_labels(d[k], kind, classes, threshold)
-            cols.update({f'drop_{m}_{c}': d[k][:, j] for j, c in enumerate(classes)})
-    true = label_matrix(arrays['y'], kind, threshold)
-    score = {k: sample_jaccard(label_matrix(arrays[k], kind, threshold), true) for k in ('base', 'cdat')}
-    planted = dict(misaligned or {})
-    cols.update({'base_score': score['base'], 'cdat_score': score['cdat'],
-                 'misclassified': score['base'] < 1, 'cdat_misclassified': score['cdat'] < 1,
-                 'improved': score['cdat'] > score['base'],
-                 'planted': [planted.get(i, '') for i in ids]})
-    cols['planted_misaligned'] = np.array([p != '' for p in cols['planted']], dtype=bool)
+    if dropped is not None: cols.update(_dropped_columns(dropped, n, kind, classes, threshold))
+    cols.update(_flag_columns(arrays, kind, threshold, ids, misaligned))
     df = pd.DataFrame(cols)
     df.attrs.update(kind=kind, classes=tuple(classes), threshold=threshold)
     return df
@@ -173,6 +190,7 @@ def render_row(row:pd.Series, # one row of `explorer_table`
         conf = 'confidence without each modality: ' + ', '.join(f"{m} {row[f'conf_{m}']:.3f}" for m in MODALITIES)
     return '<br>'.join(head) + table + conf
 
+# %% ../nbs/23_explorer.ipynb #efd8b959
 def confidence_png(row:pd.Series, # one row of `explorer_table` with conf_* columns
                    size=(2.6, 1.8), # inches
                   )->bytes:
@@ -217,75 +235,86 @@ class Explorer:
                               self.count, W.HBox([self.html, self.image] if self.plot else [self.html])])
         self._refilter()
 
-    @classmethod
-    def from_models(cls, baseline, cdat_model, ds, confidnet=None, misaligned=None, plot:bool=True, **kw):
-        "Build the table from two models and a split (`explorer_predictions`), then the explorer"
-        preds = explorer_predictions(baseline, cdat_model, ds, confidnet, **kw)
-        return cls(explorer_table(**preds, task=ds.task, misaligned=misaligned), plot)
-
     def _repr_mimebundle_(self, **kw): return self.widget._repr_mimebundle_(**kw)
 
-    @property
-    def shown(self)->pd.DataFrame:
-        "The rows that pass the filters"
-        return self.table.iloc[self.rows]
-    @property
-    def current_id(self): return self.dropdown.value
-    @property
-    def current(self)->pd.Series:
-        "The utterance shown (None when no row passes the filters)"
-        return None if self.current_id is None else self.table.iloc[self.rows[self.slider.value]]
+# %% ../nbs/23_explorer.ipynb #3d5f30e2
+@patch(cls_method=True)
+def from_models(cls:Explorer, baseline, cdat_model, ds, confidnet=None, misaligned=None, plot:bool=True, **kw):
+    "Build the table from two models and a split (`explorer_predictions`), then the explorer"
+    preds = explorer_predictions(baseline, cdat_model, ds, confidnet, **kw)
+    return cls(explorer_table(**preds, task=ds.task, misaligned=misaligned), plot)
 
-    def _refilter(self):
-        keep = np.ones(len(self.table), bool)
-        for k, f in self.filters.items():
-            if f.value: keep &= self.table[k].to_numpy(bool)
-        keep_id = self.current_id
-        self.rows = list(np.nonzero(keep)[0])
-        ids = list(self.table['id'].iloc[self.rows])
-        self._busy = True
-        try:
-            self.dropdown.options = ids
-            self.slider.max = max(len(ids) - 1, 0)
-            pos = ids.index(keep_id) if keep_id in ids else 0
-            self.slider.value = pos
-            self.dropdown.value = ids[pos] if ids else None
-        finally: self._busy = False
-        for w in (self.slider, self.dropdown, self.prev_button, self.next_button): w.disabled = not ids
-        self._show()
+@patch(as_prop=True)
+def shown(self:Explorer)->pd.DataFrame:
+    "The rows that pass the filters"
+    return self.table.iloc[self.rows]
 
-    def _go(self, pos:int):
-        if self._busy or not self.rows: return
-        self._busy = True
-        try: self.dropdown.value = self.table['id'].iloc[self.rows[pos]]
-        finally: self._busy = False
-        self._show()
+@patch(as_prop=True)
+def current_id(self:Explorer): return self.dropdown.value
 
-    def _pick(self, id_):
-        if self._busy or id_ is None: return
-        self._busy = True
-        try: self.slider.value = list(self.table['id'].iloc[self.rows]).index(id_)
-        finally: self._busy = False
-        self._show()
+@patch(as_prop=True)
+def current(self:Explorer)->pd.Series:
+    "The utterance shown (None when no row passes the filters)"
+    return None if self.current_id is None else self.table.iloc[self.rows[self.slider.value]]
 
-    def step(self, k:int=1):
-        "Move `k` utterances forward (negative: back) among the shown ones, wrapping around"
-        if self.rows: self.slider.value = (self.slider.value + k) % len(self.rows)
+# %% ../nbs/23_explorer.ipynb #e7ff99ec
+@patch
+def _refilter(self:Explorer):
+    keep = np.ones(len(self.table), bool)
+    for k, f in self.filters.items():
+        if f.value: keep &= self.table[k].to_numpy(bool)
+    keep_id = self.current_id
+    self.rows = list(np.nonzero(keep)[0])
+    ids = list(self.table['id'].iloc[self.rows])
+    self._busy = True
+    try:
+        self.dropdown.options = ids
+        self.slider.max = max(len(ids) - 1, 0)
+        pos = ids.index(keep_id) if keep_id in ids else 0
+        self.slider.value = pos
+        self.dropdown.value = ids[pos] if ids else None
+    finally: self._busy = False
+    for w in (self.slider, self.dropdown, self.prev_button, self.next_button): w.disabled = not ids
+    self._show()
 
-    def select(self, id_:str):
-        "Show utterance `id_` (it must pass the filters)"
-        if id_ not in self.dropdown.options: raise KeyError(f"{id_!r} is not among the {len(self.rows)} utterances shown")
-        self.dropdown.value = id_
+@patch
+def _show(self:Explorer):
+    n, total = len(self.rows), len(self.table)
+    self.count.value = f"{n} of {total} utterances shown" + (f" · #{self.slider.value + 1}" if n else '')
+    row = self.current
+    if row is None:
+        self.html.value = "<i>No utterance passes these filters.</i>"; self.image.value = b''
+        return
+    self.html.value = render_row(row, self.kind, self.classes, self.threshold)
+    if self.plot: self.image.value = confidence_png(row)
 
-    def _show(self):
-        n, total = len(self.rows), len(self.table)
-        self.count.value = f"{n} of {total} utterances shown" + (f" · #{self.slider.value + 1}" if n else '')
-        row = self.current
-        if row is None:
-            self.html.value = "<i>No utterance passes these filters.</i>"; self.image.value = b''
-            return
-        self.html.value = render_row(row, self.kind, self.classes, self.threshold)
-        if self.plot: self.image.value = confidence_png(row)
+# %% ../nbs/23_explorer.ipynb #bda2c8b3
+@patch
+def _go(self:Explorer, pos:int):
+    if self._busy or not self.rows: return
+    self._busy = True
+    try: self.dropdown.value = self.table['id'].iloc[self.rows[pos]]
+    finally: self._busy = False
+    self._show()
+
+@patch
+def _pick(self:Explorer, id_):
+    if self._busy or id_ is None: return
+    self._busy = True
+    try: self.slider.value = list(self.table['id'].iloc[self.rows]).index(id_)
+    finally: self._busy = False
+    self._show()
+
+@patch
+def step(self:Explorer, k:int=1):
+    "Move `k` utterances forward (negative: back) among the shown ones, wrapping around"
+    if self.rows: self.slider.value = (self.slider.value + k) % len(self.rows)
+
+@patch
+def select(self:Explorer, id_:str):
+    "Show utterance `id_` (it must pass the filters)"
+    if id_ not in self.dropdown.options: raise KeyError(f"{id_!r} is not among the {len(self.rows)} utterances shown")
+    self.dropdown.value = id_
 
 # %% ../nbs/23_explorer.ipynb #2c7bc57c
 def pick_examples(table:pd.DataFrame, # from `explorer_table`
@@ -297,6 +326,7 @@ def pick_examples(table:pd.DataFrame, # from `explorer_table`
     rest = t[~t['improved'] & t['misclassified']].sort_values('base_score', kind='stable')
     return list(pd.concat([improved, rest])['id'].iloc[:n])
 
+# %% ../nbs/23_explorer.ipynb #4dbca905
 def plot_utterances(table:pd.DataFrame, # from `explorer_table`
                     ids=None, # utterances to draw; default `pick_examples(table)`
                     width:float=10., # figure width in inches

@@ -36,6 +36,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+from fastcore.basics import patch
 
 from .dataset import (EMOTIONS, IEMOCAP_CLASSES, MODALITIES, SPLITS, MultimodalData, MultimodalDataset, Task, clean_nonfinite,
                              lengths_to_mask, masks_from_padding)
@@ -138,6 +139,7 @@ class _ArraySpec:
         a = np.frombuffer(data, dt) if dt.itemsize else np.zeros(n, dt)
         self.array = a.reshape(shape, order='F' if fortran else 'C').copy(order='K')
 
+# %% ../nbs/02_formats.ipynb #7d6d20be
 _NDARRAY = object()  # what `numpy.ndarray` resolves to: only a marker passed to `_reconstruct`, never callable
 
 def _reconstruct(subtype=None, shape=None, dtype=None):
@@ -166,7 +168,6 @@ def _bytearray(x=b'', *args):
 def _encode(s, encoding='utf-8', errors='strict'):
     if encoding not in ('latin1', 'latin-1', 'utf-8', 'utf8'): raise _Refused('global _codecs.encode', f'refused encoding {encoding!r}')
     return codecs.encode(s, encoding, errors)
-
 
 # %% ../nbs/02_formats.ipynb #60dd3daa
 def _resolve(obj, seen=None):
@@ -237,22 +238,6 @@ class SafeUnpickler(pickle._Unpickler):
             self.stack.pop(); vars(inst).update(state); return
         self.stack.pop(); inst.__setstate__(state)
     dispatch[pickle.BUILD[0]] = load_build
-    def load_inst(self): raise _Refused('INST', 'refused: old-style instance creation')
-    dispatch[pickle.INST[0]] = load_inst
-    def load_obj(self): raise _Refused('OBJ', 'refused: old-style instance creation')
-    dispatch[pickle.OBJ[0]] = load_obj
-    def load_newobj(self):
-        args, cls = self.stack.pop(), self.stack[-1]
-        if not isinstance(cls, type) or cls is not argparse.Namespace and cls not in _BUILTINS.values():
-            raise _Refused(f'NEWOBJ {getattr(cls, "__name__", cls)}', 'refused: only Namespace and builtin types can be created this way')
-        self.stack[-1] = cls.__new__(cls, *args)
-    dispatch[pickle.NEWOBJ[0]] = load_newobj
-    def load_newobj_ex(self):
-        kwargs, args, cls = self.stack.pop(), self.stack.pop(), self.stack[-1]
-        if not isinstance(cls, type) or cls is not argparse.Namespace and cls not in _BUILTINS.values():
-            raise _Refused('NEWOBJ_EX', 'refused: only Namespace and builtin types can be created this way')
-        self.stack[-1] = cls.__new__(cls, *args, **kwargs)
-    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
     def persistent_load(self, pid):
         if self.persistent is None: raise _Refused('persistent id', 'refused: the pickle refers to outside objects')
         return self.persistent(pid)
@@ -260,6 +245,30 @@ class SafeUnpickler(pickle._Unpickler):
         try: return _resolve(super().load())
         except _Refused as e: raise DatasetFormatError(self.path, e.field, e.problem) from None
 
+# %% ../nbs/02_formats.ipynb #34cd1c84
+@patch
+def load_inst(self:SafeUnpickler): raise _Refused('INST', 'refused: old-style instance creation')
+SafeUnpickler.dispatch[pickle.INST[0]] = SafeUnpickler.load_inst
+
+@patch
+def load_obj(self:SafeUnpickler): raise _Refused('OBJ', 'refused: old-style instance creation')
+SafeUnpickler.dispatch[pickle.OBJ[0]] = SafeUnpickler.load_obj
+
+@patch
+def load_newobj(self:SafeUnpickler):
+    args, cls = self.stack.pop(), self.stack[-1]
+    if not isinstance(cls, type) or cls is not argparse.Namespace and cls not in _BUILTINS.values():
+        raise _Refused(f'NEWOBJ {getattr(cls, "__name__", cls)}', 'refused: only Namespace and builtin types can be created this way')
+    self.stack[-1] = cls.__new__(cls, *args)
+SafeUnpickler.dispatch[pickle.NEWOBJ[0]] = SafeUnpickler.load_newobj
+
+@patch
+def load_newobj_ex(self:SafeUnpickler):
+    kwargs, args, cls = self.stack.pop(), self.stack.pop(), self.stack[-1]
+    if not isinstance(cls, type) or cls is not argparse.Namespace and cls not in _BUILTINS.values():
+        raise _Refused('NEWOBJ_EX', 'refused: only Namespace and builtin types can be created this way')
+    self.stack[-1] = cls.__new__(cls, *args, **kwargs)
+SafeUnpickler.dispatch[pickle.NEWOBJ_EX[0]] = SafeUnpickler.load_newobj_ex
 
 # %% ../nbs/02_formats.ipynb #c7909f49
 def _open_error(path, what, e):
@@ -314,6 +323,7 @@ def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=No
 TORCH_GLOBALS = {('torch._utils', '_rebuild_tensor_v2'): _rebuild_tensor,
                  **{('torch', n): _StorageType(d) for n, d in _STORAGE_DTYPES.items()}}
 
+# %% ../nbs/02_formats.ipynb #b63eaf34
 def _zip_limit(path, infos):
     "Refuse a zip whose members declare more bytes than the rule allows, before unpacking any."
     size = os.path.getsize(path)
@@ -348,7 +358,6 @@ def _load_torch_zip(path):
                 storages[key] = _Storage(torch.frombuffer(buf, dtype=st.dtype) if nbytes else torch.empty(0, dtype=st.dtype))
             return storages[key]
         return _unpickle_bytes(zf.read(pkls[0]), path, 'torch file', extra_globals=TORCH_GLOBALS, persistent=persistent_load)
-
 
 # %% ../nbs/02_formats.ipynb #63c5468f
 def safe_torch_load(path):
@@ -392,6 +401,7 @@ def _split_dict(obj, split, path):
         raise DatasetFormatError(path, split, f'missing split; found {sorted(map(str, obj))}, expected train/valid/test')
     return obj[split]
 
+# %% ../nbs/02_formats.ipynb #41f5cd11
 def _features(x, path, field):
     "A rank-3 numeric array (N, L, d), or a DatasetFormatError."
     x = _arr(x)
@@ -424,6 +434,7 @@ def _decode(v):
     if isinstance(v, (bytes, np.bytes_)): return bytes(v).decode('utf-8', errors='replace')
     return str(v.item() if isinstance(v, np.generic) else v)
 
+# %% ../nbs/02_formats.ipynb #f8276000
 def _make_split(path, split, raw, labels, task, ids=None, masks=None, mask_mode='padding', extras=None,
                 raw_text=None):
     "Check counts, derive masks from the raw arrays, clean non-finite values and build a MultimodalDataset."
@@ -630,6 +641,7 @@ def _csd_datasets(path, g, where='', depth=0):
         else: raise DatasetFormatError(path, field, f'refused: an HDF5 {type(obj).__name__}, expected groups and datasets')
     return out
 
+# %% ../nbs/02_formats.ipynb #a7399217
 def _csd_check_sizes(path, dsets):
     "Declared sizes against the file's size, before anything is read."
     size, plain, packed = os.path.getsize(path), 0, 0
@@ -657,7 +669,6 @@ def _csd_check_dtype(path, field, d):
         raise DatasetFormatError(path, field, f'wrong rank: expected (n, d), got shape {d.shape}')
     if role == 'intervals' and d.shape[1] != 2:
         raise DatasetFormatError(path, field, f'expected (n, 2) start/end times, got {d.shape}')
-
 
 # %% ../nbs/02_formats.ipynb #1ba3c66e
 def read_csd(path # a computational-sequence .csd (HDF5) file
@@ -767,6 +778,7 @@ def _csd_role(path, root):
         if any(h in s for h in hints): return m
     return None
 
+# %% ../nbs/02_formats.ipynb #ba113b74
 def _csd_feature_dim(c, role):
     "The one feature size of every video of a read csd; numbers only (a words csd is refused with a hint)."
     dims = set()
@@ -790,6 +802,65 @@ def _csd_label_task(dim, path, label):
                              "expected 1 (sentiment) or 7 (MOSEI: pass label='sentiment' or 'emotions')")
 
 # %% ../nbs/02_formats.ipynb #65b1ab44
+def _sdk_label_path(path, folder, csds, roles, labels):
+    "The label csd: `labels` in the folder, the only csd, or the one csd whose name says it holds labels."
+    if labels is not None: return folder/labels
+    if len(csds) == 1: return csds[0]
+    cands = [p for p, r in roles.items() if r == 'labels']
+    if len(cands) != 1: raise DatasetFormatError(path, 'labels', f'cannot tell which csd holds the labels: '
+                                                 f'{[p.name for p in csds]}; pass labels=FILE')
+    return cands[0]
+
+def _sdk_feature_csds(path, folder, read, roles, lab_path, modalities):
+    "{modality: read csd}: the files `modalities` names, or every other csd of the folder by its role."
+    if modalities: return {m: read.get(folder/p) or read_csd(folder/p) for m, p in modalities.items()}
+    feats = {}
+    if path.is_dir():
+        for p, r in roles.items():
+            if p == lab_path: continue
+            if r not in MODALITIES: raise DatasetFormatError(p, 'root name', f'cannot tell the modality of {read[p]["root"]!r}; '
+                                                             "pass modalities={'audio': FILE, ...}")
+            if r in feats: raise DatasetFormatError(p, r, f'two csd files for {r}: pass modalities=')
+            feats[r] = read[p]
+    return feats
+
+def _sdk_folds(path, folder, folds):
+    "The folds: a dict as given, the JSON file `folds`, or the folder's *fold*.json (else its first *.json)."
+    if folds is None:
+        js = sorted(folder.glob('*fold*.json')) or sorted(folder.glob('*.json'))
+        if not js: raise DatasetFormatError(path, 'folds', 'missing split: no folds .json found; pass folds=FILE')
+        folds = js[0]
+    return read_folds(folds) if not isinstance(folds, dict) else folds
+
+# %% ../nbs/02_formats.ipynb #7f350fdf
+def _sdk_rows(lab, vid2split):
+    "Per split, the label segments (video, i, label row, interval) of its videos; and how many segments are in no fold."
+    rows = {s: [] for s in SPLITS}
+    unassigned = 0
+    for vid in sorted(lab['data']):
+        s = vid2split.get(vid)
+        if s is None: unassigned += len(lab['data'][vid]['features']); continue
+        v = lab['data'][vid]
+        rows[s] += [(vid, i, v['features'][i], v['intervals'][i]) for i in range(len(v['features']))]
+    return rows, unassigned
+
+def _sdk_segments(rows, feats, max_len, empty):
+    "(raw, masks) of one split: each segment's frames of every feature csd; `empty` counts segments without frames."
+    raw, masks = {}, {}
+    for m, c in feats.items():
+        d = _csd_feature_dim(c, m)
+        x, mask = np.zeros((len(rows), max_len, d), np.float32), np.zeros((len(rows), max_len), bool)
+        for j, (vid, i, _, (a, b)) in enumerate(rows):
+            if vid not in c['data']: empty[m] += 1; continue
+            fr, n = segment_frames(c['data'][vid]['features'], c['data'][vid]['intervals'], a, b, max_len)
+            x[j, :n], mask[j, :n] = fr, True
+            empty[m] += n == 0
+        raw[m], masks[m] = x, mask
+    for m in MODALITIES:  # a labels-only csd: zero-width features, no real steps (for inspection, not training)
+        if m not in feats: raw[m], masks[m] = np.zeros((len(rows), 1, 0), np.float32), np.zeros((len(rows), 1), bool)
+    return raw, masks
+
+# %% ../nbs/02_formats.ipynb #5aa0fdfd
 def load_sdk_csd(path,             # a label .csd, or a folder with a label .csd, feature .csds and a folds .json
                  folds=None,       # folds JSON (default: the *.json in the folder / beside the file)
                  modalities=None,  # {'text'|'audio'|'vision': csd path or file name}; default: from file names
@@ -803,55 +874,19 @@ def load_sdk_csd(path,             # a label .csd, or a folder with a label .csd
     if not csds: raise DatasetFormatError(path, 'csd', f'no .csd files in this folder; found {sorted(p.name for p in path.iterdir())}')
     read = {p: read_csd(p) for p in csds}
     roles = {p: _csd_role(p, c['root']) for p, c in read.items()}
-    if labels is not None: lab_path = folder/labels
-    elif len(csds) == 1: lab_path = csds[0]
-    else:
-        cands = [p for p, r in roles.items() if r == 'labels']
-        if len(cands) != 1: raise DatasetFormatError(path, 'labels', f'cannot tell which csd holds the labels: '
-                                                     f'{[p.name for p in csds]}; pass labels=FILE')
-        lab_path = cands[0]
+    lab_path = _sdk_label_path(path, folder, csds, roles, labels)
     lab = read.get(lab_path) or read_csd(lab_path)
-    feats = {}
-    if modalities: feats = {m: read.get(folder/p) or read_csd(folder/p) for m, p in modalities.items()}
-    elif path.is_dir():
-        for p, r in roles.items():
-            if p == lab_path: continue
-            if r not in MODALITIES: raise DatasetFormatError(p, 'root name', f'cannot tell the modality of {read[p]["root"]!r}; '
-                                                             "pass modalities={'audio': FILE, ...}")
-            if r in feats: raise DatasetFormatError(p, r, f'two csd files for {r}: pass modalities=')
-            feats[r] = read[p]
-    # folds
-    if folds is None:
-        js = sorted(folder.glob('*fold*.json')) or sorted(folder.glob('*.json'))
-        if not js: raise DatasetFormatError(path, 'folds', 'missing split: no folds .json found; pass folds=FILE')
-        folds = js[0]
-    fold = read_folds(folds) if not isinstance(folds, dict) else folds
+    feats = _sdk_feature_csds(path, folder, read, roles, lab_path, modalities)
+    fold = _sdk_folds(path, folder, folds)
     vid2split = {v: s for s, vs in fold.items() for v in vs}
     cols, task = _csd_label_task(_csd_feature_dim(lab, 'labels'), lab_path, label)
-    rows = {s: [] for s in SPLITS}
-    unassigned = 0
-    for vid in sorted(lab['data']):
-        s = vid2split.get(vid)
-        if s is None: unassigned += len(lab['data'][vid]['features']); continue
-        v = lab['data'][vid]
-        rows[s] += [(vid, i, v['features'][i], v['intervals'][i]) for i in range(len(v['features']))]
+    rows, unassigned = _sdk_rows(lab, vid2split)
     out, empty = {}, {m: 0 for m in feats}
     for s in SPLITS:
         if not rows[s]: raise DatasetFormatError(path, s, 'missing split: no label segment falls in this fold')
         y = np.stack([r[2][cols] for r in rows[s]]).astype(np.float32)
         if task.kind == 'multilabel': y = (y > 0).astype(np.float32)  # an emotion is present iff its intensity > 0
-        raw, masks = {}, {}
-        for m, c in feats.items():
-            d = _csd_feature_dim(c, m)
-            x, mask = np.zeros((len(rows[s]), max_len, d), np.float32), np.zeros((len(rows[s]), max_len), bool)
-            for j, (vid, i, _, (a, b)) in enumerate(rows[s]):
-                if vid not in c['data']: empty[m] += 1; continue
-                fr, n = segment_frames(c['data'][vid]['features'], c['data'][vid]['intervals'], a, b, max_len)
-                x[j, :n], mask[j, :n] = fr, True
-                empty[m] += n == 0
-            raw[m], masks[m] = x, mask
-        for m in MODALITIES:  # a labels-only csd: zero-width features, no real steps (for inspection, not training)
-            if m not in feats: raw[m], masks[m] = np.zeros((len(rows[s]), 1, 0), np.float32), np.zeros((len(rows[s]), 1), bool)
+        raw, masks = _sdk_segments(rows[s], feats, max_len, empty)
         ids = [f'{vid}[{i}]' for vid, i, _, _ in rows[s]]
         out[s] = _make_split(lab_path, s, raw, y, task, ids=ids, masks=masks, mask_mode='ones')
     report = {'root': lab['root'], 'metadata': lab['metadata'], 'unassigned_segments': unassigned,
@@ -928,6 +963,7 @@ def _keys_of(obj):
         if isinstance(obj.get(s), dict): return set(map(str, obj[s]))
     return set(map(str, obj))
 
+# %% ../nbs/02_formats.ipynb #c32f0ba5
 def sniff_layout(path # a dataset file or folder
                 ):
     "(layout, loaded object or None) for a dataset file or folder."
@@ -959,6 +995,7 @@ def sniff_layout(path # a dataset file or folder
                              'a MulT pickle (labels), an MMSA pickle (regression_labels), an SDK .csd/HDF5 file or '
                              f'folder, or an utterance .npz. Pass layout= one of {LAYOUTS} to force a reader.')
 
+# %% ../nbs/02_formats.ipynb #f5e4e8c2
 def load_dataset(path,        # a dataset file or folder in any supported layout
                  layout=None, # force one of LAYOUTS (or an alias in LAYOUT_ALIASES) instead of sniffing
                  **kwargs):   # passed to the layout's reader

@@ -330,6 +330,48 @@ def sdk_segment_rows(intervals:np.ndarray, # (n, 2) frame intervals of one video
     mids = intervals.astype(np.float64).mean(1)
     return np.nonzero((mids >= np.float32(start)) & (mids < np.float32(end)))[0]
 
+def _sdk_segment_times(rng, n:int)->tuple:
+    "n segment intervals (2-5 s, 0.2-1 s apart, the first 0.5-2 s in) and the time the video ends"
+    t, iv = float(rng.uniform(0.5, 2)), []
+    for k in range(n):
+        dur = float(rng.uniform(2, 5)); iv.append((t, t + dur)); t += dur + float(rng.uniform(0.2, 1))
+    return np.array(iv), t
+
+def _sdk_words(rng, z, iv, proj, offset)->tuple:
+    "(features, intervals) of word vectors tiling each segment, a zero 'sp' vector for each silence before one"
+    wf, wi, prev = [], [], 0.
+    for k, (a, b) in enumerate(iv):
+        if a > prev: wf.append(np.zeros((1, MOSI_DIMS['text']))); wi.append([[prev, a]])   # 'sp' silence
+        nw = int(rng.integers(4, 9)); edges = np.linspace(a, b, nw + 1)
+        wf.append(render_sequences(rng, z[k:k+1], proj, [nw], nw, offset=offset)[0])
+        wi.append(np.column_stack([edges[:-1], edges[1:]])); prev = b
+    return np.concatenate(wf).astype(np.float32), np.concatenate(wi).astype(np.float32)
+
+# %% ../nbs/03_samples.ipynb #6fa58435
+def _sdk_frames(rng, z, iv, end:float, proj:dict, offs:dict)->dict:
+    "{audio|vision: (features, intervals)}: fixed-step frames over the whole video, no signal between segments"
+    out = {}
+    for m, step in SDK_STEP.items():
+        starts = np.arange(0, end, step); mids = starts + step / 2
+        seg_of = np.full(len(starts), -1)
+        for k, (a, b) in enumerate(iv): seg_of[(mids >= a) & (mids < b)] = k
+        zz = np.where(seg_of[:, None] >= 0, z[np.maximum(seg_of, 0)], 0.)   # no signal between segments
+        f = render_sequences(rng, zz, proj[m], [1] * len(zz), 1, offset=offs[m])[:, 0]
+        if m == 'audio': f[rng.random(len(f)) < 0.01, 0] = -np.inf
+        out[m] = (f.astype(np.float32), np.column_stack([starts, starts + step]).astype(np.float32))
+    return out
+
+def _sdk_misalign(rng, csd:dict, segs:list)->list:
+    "Give picked segments the (resized) frames of a segment with a very different sentiment; the picks"
+    y_all = np.array([csd['labels'][v][0][k, 0] for v, k, _, _ in segs])
+    picks = pick_misaligned(rng, y_all)
+    for t, m, s in picks:
+        (vt, _, at, bt), (vs, _, as_, bs) = segs[t], segs[s]
+        rt, rs = sdk_segment_rows(csd[m][vt][1], at, bt), sdk_segment_rows(csd[m][vs][1], as_, bs)
+        csd[m][vt][0][rt] = np.resize(csd[m][vs][0][rs], (len(rt), csd[m][vs][0].shape[1]))
+    return picks
+
+# %% ../nbs/03_samples.ipynb #3b6dd4bc
 def make_sdk_mosi(seed:int=0)->tuple: # (csd {kind: {video: (features, intervals)}}, folds, manifest)
     "CSD contents for labels and one feature csd per modality, standard-folds-like splits, and the misaligned manifest"
     rng = np.random.default_rng([seed, 7])
@@ -342,33 +384,12 @@ def make_sdk_mosi(seed:int=0)->tuple: # (csd {kind: {video: (features, intervals
         for v in vids:
             n = int(rng.integers(6, 11))
             y, z = sentiment_latent(rng, n)
-            t, iv = float(rng.uniform(0.5, 2)), []
-            for k in range(n):
-                dur = float(rng.uniform(2, 5)); iv.append((t, t + dur)); t += dur + float(rng.uniform(0.2, 1))
-            iv = np.array(iv); end = t
+            iv, end = _sdk_segment_times(rng, n)
             csd['labels'][v] = (y.reshape(n, 1).astype(np.float32), iv.astype(np.float32))
-            wf, wi, prev = [], [], 0.
-            for k, (a, b) in enumerate(iv):
-                if a > prev: wf.append(np.zeros((1, MOSI_DIMS['text']))); wi.append([[prev, a]])   # 'sp' silence
-                nw = int(rng.integers(4, 9)); edges = np.linspace(a, b, nw + 1)
-                wf.append(render_sequences(rng, z[k:k+1], proj['text'], [nw], nw, offset=offs['text'])[0])
-                wi.append(np.column_stack([edges[:-1], edges[1:]])); prev = b
-            csd['text'][v] = (np.concatenate(wf).astype(np.float32), np.concatenate(wi).astype(np.float32))
-            for m, step in SDK_STEP.items():
-                starts = np.arange(0, end, step); mids = starts + step / 2
-                seg_of = np.full(len(starts), -1)
-                for k, (a, b) in enumerate(iv): seg_of[(mids >= a) & (mids < b)] = k
-                zz = np.where(seg_of[:, None] >= 0, z[np.maximum(seg_of, 0)], 0.)   # no signal between segments
-                f = render_sequences(rng, zz, proj[m], [1] * len(zz), 1, offset=offs[m])[:, 0]
-                if m == 'audio': f[rng.random(len(f)) < 0.01, 0] = -np.inf
-                csd[m][v] = (f.astype(np.float32), np.column_stack([starts, starts + step]).astype(np.float32))
+            csd['text'][v] = _sdk_words(rng, z, iv, proj['text'], offs['text'])
+            for m, f in _sdk_frames(rng, z, iv, end, proj, offs).items(): csd[m][v] = f
             segs += [(v, k, a, b) for k, (a, b) in enumerate(iv)]
-        y_all = np.array([csd['labels'][v][0][k, 0] for v, k, _, _ in segs])
-        picks = pick_misaligned(rng, y_all)
-        for t, m, s in picks:
-            (vt, _, at, bt), (vs, _, as_, bs) = segs[t], segs[s]
-            rt, rs = sdk_segment_rows(csd[m][vt][1], at, bt), sdk_segment_rows(csd[m][vs][1], as_, bs)
-            csd[m][vt][0][rt] = np.resize(csd[m][vs][0][rs], (len(rt), csd[m][vs][0].shape[1]))
+        picks = _sdk_misalign(rng, csd, segs)
         man[split] = [{'id': f'{segs[t][0]}[{segs[t][1]}]', 'index': t, 'modality': m,
                        'source_id': f'{segs[s][0]}[{segs[s][1]}]', 'source_index': s} for t, m, s in picks]
     return csd, folds, man

@@ -155,6 +155,15 @@ def _best_row(cfg, data, top, best, base, test)->dict:
         row.update({f'{s}_{k}': v for k, v in evaluate_weights(c, data, Path(best['run_dir'])/'best.pt', s).items()})
     return row
 
+def _finished_sweep(cfg, data, top, test, log)->dict:
+    "The record of a finished sweep (its best trial tested now if `test` and it was not), or None"
+    row = top.read_done()[0]
+    if row is None: return None
+    if test and not any(k.startswith('test_') for k in row):
+        row = _best_row(cfg, data, top.path, row, row, True); top.write_done(row)
+    log(f"sweep of seed {cfg.seeds[0]}: already finished, {top.path}")
+    return row
+
 # %% ../nbs/21_tune.ipynb #a202e724
 def tune_cdat(cfg:TrainConfig, # a CDaT run (method 'cdat' or 'cdat+hycon') with one seed; its alpha is searched
               num_samples:int=10, # trials (the official search: 10)
@@ -180,10 +189,7 @@ def tune_cdat(cfg:TrainConfig, # a CDaT run (method 'cdat' or 'cdat+hycon') with
         data, device = checked_data(cfg, test, log, warn)
         metric, mode = selection_metric(data.task)
         col = f'valid_{metric}'
-        if state == 'resume' and (row := top.read_done()[0]) is not None:
-            if test and not any(k.startswith('test_') for k in row):
-                row = _best_row(cfg, data, top.path, row, row, True); top.write_done(row)
-            log(f"sweep of seed {seed}: already finished, {top.path}")
+        if state == 'resume' and (row := _finished_sweep(cfg, data, top, test, log)) is not None:
             return {'dir': top.path, 'metric': col, 'mode': mode, 'best': row, 'trials': pd.read_csv(top/'trials.csv')}
         base = run_stages(cfg, data, top, state, test, device, False, log, warn, names=('baseline', 'confidnet'))
         for d in (top/'trials', top/'ray'): shutil.rmtree(d, ignore_errors=True) # an interrupted sweep starts again

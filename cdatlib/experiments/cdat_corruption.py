@@ -6,20 +6,22 @@ Docs: https://cdatlib.github.io/cdatlib/cdat_corruption.html.md"""
 
 # %% ../../nbs/22_cdat_corruption.ipynb #492183e0
 from __future__ import annotations
-import copy, math, shlex, sys, tempfile, time
+import copy, dataclasses, math, shlex, sys, tempfile, time
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from ..dataset import MODALITIES, Task, MultimodalData, MultimodalDataset
-from ..config import model_class, find_data_samples
+from ..config import TrainConfig, model_class, find_data_samples
 from ..formats import load_dataset
 from ..samples import load_misaligned_manifest
 from ..metrics import binary_per_class_metrics
-from ..callbacks import build_learner, set_seed, CheckpointCB
+from ..callbacks import build_learner, set_seed, CheckpointCB, dataloaders
+from ..metrics import selection_metric
+from ..run import train, trained_model
 from ..cdat.masking import corrupt, train_mode, fuse_dropped
-from ..cdat.confidence import fit_confidnet, tcp_target, modality_confidence, misalignment_auroc
+from ..cdat.confidence import fit_confidnet, tcp_target, modality_confidence, misalignment_auroc, save_confidnet
 from ..cdat.transfer import CDaT
 from . import real_mosi
 # the report helpers every experiment chapter shares (chapter 15)
@@ -162,58 +164,90 @@ def across_samples_auroc(w, # (N, 3) confidence weights
 SETTINGS = dict(model='naive', epochs=20, cdat_epochs=10, lr=1e-3, batch_size=32, alpha=1e4,
                 confidnet_epochs=100, confidnet_lr=1e-3, modality='text', fraction=0.3)
 
-def _learner(model, data, s, seed, path, cbs=()):
-    "A Learner that keeps the epoch with the best validation F1 (in memory; best.pt goes to the temporary `path`)"
-    return build_learner(model, data, lr=s['lr'], batch_size=s['batch_size'], seed=seed, device='cpu', checkpoint=False,
-                         cbs=[CheckpointCB(last=None)] + list(cbs), csv=None, progress=False, path=path)
+def _run(cfg:TrainConfig, data, folder:Path, **changes)->tuple:
+    "One training run of this experiment through `run.train` (chapter 14), on `data` held in memory: (model, best.pt, row)"
+    quiet = lambda *a: None
+    c = dataclasses.replace(cfg, out_dir=str(folder), **changes)
+    res = train(c, data=data, progress=False, log=quiet, warn=quiet)
+    best = res.seed_dir(c.seeds[0])/'best.pt'
+    return trained_model(c, data, best).eval(), best, res.per_seed.iloc[0].to_dict()
 
+def _learner(model, data, s, seed, path, cbs=()):
+    "A Learner for the oracle's custom wrapper (not a registered model): keeps the epoch with the best validation F1"
+    return build_learner(model, data, lr=s['lr'], batch_size=s['batch_size'], seed=seed, device='cpu', checkpoint=False,
+                         cbs=[CheckpointCB(last=None)] + list(cbs), csv=None, progress=False, path=path, patience=None)
+
+def _result_row(method:str, model, test, kt, t0:float, sel=None, drop=(), **extra)->dict:
+    "One method's row: test metrics on all, corrupted and clean samples, its selected (valid score, epoch), seconds since `t0`"
+    valid, epoch = sel if sel is not None else (math.nan, math.nan)
+    return {'method': method, **subset_metrics(test.labels[:, 0], predict_probs(model, test, drop), kt),
+            'valid_f1': valid, 'best_epoch': epoch, **extra, 'seconds': round(time.time() - t0, 2)}
+
+def _selected(row:dict, task)->tuple: return row[f'valid_{selection_metric(task)[0]}'], row['best_epoch']
+
+# %% ../../nbs/22_cdat_corruption.ipynb #29557987
+def _detection(base, data, s:dict, seed:int, kt)->tuple:
+    "ConfidNet on the frozen baseline, and each variant's detection AUROCs {'auroc'|'auroc_all'|'auroc_rows': {variant: AUROC}}"
+    dls = dataloaders(data, s['batch_size'], seed=seed, device='cpu')
+    cnet, _ = fit_confidnet(base, {k: dls[k] for k in ('train', 'valid')}, data.task, epochs=s['confidnet_epochs'],
+                            lr=s['confidnet_lr'], batch_size=64, seed=seed)
+    ws = {k: confidence_weights(k, base, data.test, cnet) for k in ('const', 'ce', 'confidnet')}
+    ws['true TCP'] = true_tcp_weights(base, data.test) # what ConfidNet tries to predict, from the labels: a reference
+    return cnet, {'auroc': {k: misalignment_auroc(w, kt) for k, w in ws.items()},
+                  'auroc_all': {k: misalignment_auroc(w, kt, samples='all') for k, w in ws.items()},
+                  'auroc_rows': {k: across_samples_auroc(w, kt) for k, w in ws.items()}}
+
+def _cdat_rows(cfg, best, data, s:dict, tmp:Path, cnet, aurocs:dict, kt, t0:float)->list:
+    "The baseline fine-tuned with CDaT for each confidence, and the control with alpha = 0 (nothing transferred)"
+    rows, cn_file = [], save_confidnet(cnet, tmp/'confidnet.pt') # the CDaT add-on reads ConfidNet from its file
+    for kind in ('control', 'const', 'ce', 'confidnet'):
+        t1 = time.time()
+        m, _, r = _run(cfg, data, tmp/kind, init_from=str(best), epochs=s['cdat_epochs'],
+                       alpha=0. if kind == 'control' else float(s['alpha']), confidence='const' if kind == 'control' else kind,
+                       addons={'cdat': {'confidnet': str(cn_file)} if kind == 'confidnet' else {}})
+        if kind == 'control': rows.append(_result_row('fine-tuned, alpha = 0', m, data.test, kt, t1, _selected(r, data.task))); continue
+        rows.append(_result_row(f'cdat-{kind}', m, data.test, kt, t1 if kind != 'confidnet' else t0, _selected(r, data.task),
+                                **{k: a[kind] for k, a in aurocs.items()}))
+    return rows
+
+def _oracle_rows(base, make, data, known:dict, s:dict, seed:int, tmp:Path)->list:
+    "The oracles: the baseline with the known-corrupted modality dropped at test time, and a model trained with that drop"
+    kt = known['test']
+    t0 = time.time()
+    rows = [_result_row('oracle (test-time drop)', base, data.test, kt, t0, drop=oracle_drop(kt))]
+    t0 = time.time(); set_seed(seed); om = KnownDrop(make())
+    lo = _learner(om, with_oracle_field(data, known), s, seed, tmp/'oracle'); lo.fit(s['epochs'])
+    rows.append(_result_row('oracle (trained with drop)', om.model, data.test, kt, t0, (lo.best_score, lo.best_epoch),
+                            drop=oracle_drop(kt)))
+    return rows
+
+# %% ../../nbs/22_cdat_corruption.ipynb #1054bd16
 def run_one(data:MultimodalData, # polarity data, already corrupted (or with a planted corruption)
             known:dict, # {split: (N,) corrupted modality, -1 clean}
             seed:int=0,
             settings:dict=None, # overrides of `SETTINGS`
+            source='', # the file the data came from, recorded in the runs' config.json ('' = the embedded sample)
            )->list: # one dict per method
     "Baseline, CDaT with each confidence variant, and the two oracles for one seed; test evaluated once per model"
     s = {**SETTINGS, **(settings or {})}
+    cfg = TrainConfig(model=s['model'], data=str(source), epochs=s['epochs'], lr=s['lr'], batch_size=s['batch_size'],
+                      seeds=[seed], patience=0, device='cpu')
     make = lambda: model_class(s['model'])(data.dims, data.task.n_outputs)
-    test, kt, yt = data.test, known['test'], data.test.labels[:, 0]
-    rows, tmp_dir = [], tempfile.TemporaryDirectory()
+    kt, tmp_dir = known['test'], tempfile.TemporaryDirectory()
     tmp = Path(tmp_dir.name)
-    def add(method, model, t0, learn=None, drop=(), **extra):
-        r = {'method': method, **subset_metrics(yt, predict_probs(model, test, drop), kt),
-             'valid_f1': learn.best_score if learn else math.nan, 'best_epoch': learn.best_epoch if learn else math.nan,
-             **extra, 'seconds': round(time.time() - t0, 2)}
-        rows.append(r)
     # 1. the baseline, selected on the validation F1
-    t0 = time.time(); set_seed(seed); base = make()
-    lb = _learner(base, data, s, seed, tmp/'baseline'); lb.fit(s['epochs'])
-    base_row = len(rows); add('baseline', base, t0, lb)
+    t0 = time.time()
+    base, best, rb = _run(cfg, data, tmp/'baseline')
+    rows = [_result_row('baseline', base, data.test, kt, t0, _selected(rb, data.task))]
     # 2. ConfidNet on the frozen baseline, selected on the validation MSE; detection AUROC of each variant on test
     t0 = time.time()
-    cnet, _ = fit_confidnet(base, {k: lb.dls[k] for k in ('train', 'valid')}, data.task, epochs=s['confidnet_epochs'],
-                            lr=s['confidnet_lr'], batch_size=64, seed=seed)
-    ws = {k: confidence_weights(k, base, test, cnet) for k in ('const', 'ce', 'confidnet')}
-    ws['true TCP'] = true_tcp_weights(base, test) # what ConfidNet tries to predict, from the labels: a reference
-    auroc = {k: misalignment_auroc(w, kt) for k, w in ws.items()}
-    auroc_all = {k: misalignment_auroc(w, kt, samples='all') for k, w in ws.items()}
-    auroc_rows = {k: across_samples_auroc(w, kt) for k, w in ws.items()}
-    # 3. CDaT fine-tuning from the baseline, each variant, selected on the validation F1; and the control that
-    #    fine-tunes the same way with alpha = 0 (more epochs of the task loss alone, nothing transferred)
-    for kind in ('control', 'const', 'ce', 'confidnet'):
-        t1 = time.time(); set_seed(seed); m = copy.deepcopy(base)
-        cb = CDaT(alpha=0. if kind == 'control' else s['alpha'], confidence='const' if kind == 'control' else kind,
-                  confidnet=cnet if kind == 'confidnet' else None)
-        lc = _learner(m, data, s, seed, tmp/kind, [cb]); lc.fit(s['cdat_epochs'])
-        if kind == 'control': add('fine-tuned, alpha = 0', m, t1, lc); continue
-        add(f'cdat-{kind}', m, t1 if kind != 'confidnet' else t0, lc, auroc=auroc[kind], auroc_all=auroc_all[kind],
-            auroc_rows=auroc_rows[kind])
-    rows[base_row].update(auroc_true_tcp=auroc['true TCP'], auroc_all_true_tcp=auroc_all['true TCP'],
-                          auroc_rows_true_tcp=auroc_rows['true TCP'])
+    cnet, aurocs = _detection(base, data, s, seed, kt)
+    # 3. CDaT fine-tuning from the baseline's weights, each variant, selected on the validation F1; and the control
+    #    that fine-tunes the same way with alpha = 0 (more epochs of the task loss alone, nothing transferred)
+    rows += _cdat_rows(cfg, best, data, s, tmp, cnet, aurocs, kt, t0)
+    rows[0].update({f'{k}_true_tcp': a['true TCP'] for k, a in aurocs.items()})
     # 4. the oracles: the baseline with the known-corrupted modality dropped at test time, and a model trained so
-    t0 = time.time()
-    add('oracle (test-time drop)', base, t0, drop=oracle_drop(kt))
-    t0 = time.time(); set_seed(seed); om = KnownDrop(make())
-    lo = _learner(om, with_oracle_field(data, known), s, seed, tmp/'oracle'); lo.fit(s['epochs'])
-    add('oracle (trained with drop)', om.model, t0, lo, drop=oracle_drop(kt))
+    rows += _oracle_rows(base, make, data, known, s, seed, tmp)
     tmp_dir.cleanup()
     return rows
 
@@ -236,6 +270,10 @@ KEY = ('data', 'seed', 'method')
 SETTING_COLS = tuple(SETTINGS)
 METHODS = ('baseline', 'fine-tuned, alpha = 0', 'cdat-const', 'cdat-ce', 'cdat-confidnet', 'oracle (test-time drop)', 'oracle (trained with drop)')
 
+def _source(name:str, root=None)->Path:
+    "The file an experiment's data comes from"
+    return find_data_samples()/'mult_mosi_aligned.pkl' if name == 'samples' else real_mosi.real_mosi_path(root)
+
 def run_cdat_corruption(datasets=('samples', 'std', 'poria'), # which data: 'samples', 'std', 'poria'
                         seeds=(0, 1, 2, 3, 4),
                         settings:dict=None, # overrides of `SETTINGS`
@@ -255,7 +293,7 @@ def run_cdat_corruption(datasets=('samples', 'std', 'poria'), # which data: 'sam
             what = 'planted' if name == 'samples' else f"{s['modality']} {s['fraction']:g}"
             share = round(float((known['test'] >= 0).float().mean()), 4)
             group = [{'data': name, 'seed': seed, 'corruption': what, 'test_corrupted_share': share, **r, **s}
-                     for r in run_one(data, known, seed, s)]
+                     for r in run_one(data, known, seed, s, source=_source(name, root))]
             new += group
             if csv: rows = save_rows(csv, group, replace={'data': name, 'seed': seed})   # a stale group is replaced
             if verbose:
@@ -324,6 +362,7 @@ ABOUT = [
     'std over seeds; Acc and F1 (weighted) of the polarity on all test samples and on its corrupted and clean '
     'subsets.', '']
 
+# %% ../../nbs/22_cdat_corruption.ipynb #af59d15e
 def _settings_text(df:pd.DataFrame)->str:
     "The settings of the stored rows (every value found), and the fixed parts of the recipe"
     s = {k: sorted(map(str, df[k].unique())) for k in SETTING_COLS if k in df}

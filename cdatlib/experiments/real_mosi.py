@@ -24,7 +24,9 @@ from ..config import MODELS, model_class
 from ..dataset import MODALITIES, MultimodalData, MultimodalDataset
 from ..formats import load_utterance_npz, shared_data_dir  # shared_data_dir: also importable from here
 from ..metrics import sentiment_metrics, mean_std_table, format_mean_std
-from ..callbacks import build_learner, set_seed, CheckpointCB, atomic_write
+from ..callbacks import atomic_write
+from ..config import TrainConfig
+from ..run import train
 import tempfile
 
 # %% ../../nbs/15_real_mosi.ipynb #4cd50290
@@ -82,25 +84,20 @@ TRAIN_DEFAULTS = dict(n_epochs=30, lr=1e-3, batch_size=32)
 
 def train_eval(name:str,            # a model name in `cdatlib.config.MODELS`
                data:MultimodalData, # the (standardised) real MOSI data
-               seed:int=0,          # seeds the weights and the shuffling
+               seeds=(0,),          # one run per seed (weights and shuffling)
                n_epochs:int=30, lr:float=1e-3, batch_size:int=32,
                device=None,         # default: CUDA when available, else CPU
                amp:bool=False,      # mixed precision (CUDA only)
-              ) -> dict:
-    "Train `name`, keep the epoch with the best valid MAE, then evaluate test ONCE; test metrics + bookkeeping."
-    set_seed(seed)
-    model = model_class(name)(data.dims, data.task.n_outputs)
-    t0 = time.time()
+               root=None,           # the data folder (recorded in each run's config.json)
+              ) -> list:
+    "Train `name` once per seed with `run.train`: the valid-MAE-selected epoch's test metrics + bookkeeping, one dict per seed"
+    quiet = lambda *a: None
     with tempfile.TemporaryDirectory() as tmp:
-        # CheckpointCB: selection on the validation split's MAE, best weights restored after the last epoch
-        learn = build_learner(model, data, lr=lr, batch_size=batch_size, seed=seed, device=device, amp=amp,
-                              checkpoint=False, cbs=[CheckpointCB(last=None)], csv=None, progress=False, path=tmp,
-                              config={'model': name})
-        learn.fit(n_epochs)
-        best_valid, best_epoch = learn.best_score, learn.best_epoch
-        res = learn.evaluate('test')       # the only look at test
-    return {k: res[k] for k in METRICS} | {'valid_mae': best_valid, 'best_epoch': best_epoch,
-                                            'seconds': round(time.time() - t0, 1)}
+        cfg = TrainConfig(model=name, data=str(real_mosi_path(root)), epochs=n_epochs, lr=lr, batch_size=batch_size,
+                          seeds=list(seeds), patience=0, device=device or 'auto', amp=amp, out_dir=tmp)
+        res = train(cfg, data=data, test=True, progress=False, log=quiet, warn=quiet)
+    return [{'seed': int(r['seed'])} | {k: r[f'test_{k}'] for k in METRICS} | {'valid_mae': r['valid_mae'],
+             'best_epoch': int(r['best_epoch']), 'seconds': round(r['seconds'], 1)} for r in res.per_seed.to_dict('records')]
 
 # %% ../../nbs/15_real_mosi.ipynb #c79b3dde
 def run_real_mosi(models=None,              # names in `cdatlib.config.MODELS`; default: the four `FUSION_MODELS`
@@ -117,11 +114,10 @@ def run_real_mosi(models=None,              # names in `cdatlib.config.MODELS`; 
         data = load_real_mosi(split, root)
         if baseline: rows.append({'split': split, 'model': 'ridge/logistic', 'seed': -1, **linear_baseline(data)})
         for name in models:
-            for seed in seeds:
-                r = train_eval(name, data, seed, n_epochs, lr, batch_size, device, amp)
-                label = model_class(name).__name__   # the tables name models by class
-                rows.append({'split': split, 'model': label, 'seed': seed, **r})
-                if verbose: print(f"{split:5} {label:12} seed {seed}: test MAE {r['mae']:.3f} Acc-2 {r['acc2_non0']:.3f}", flush=True)
+            label = model_class(name).__name__   # the tables name models by class
+            for r in train_eval(name, data, seeds, n_epochs, lr, batch_size, device, amp, root):
+                rows.append({'split': split, 'model': label, **r})
+                if verbose: print(f"{split:5} {label:12} seed {r['seed']}: test MAE {r['mae']:.3f} Acc-2 {r['acc2_non0']:.3f}", flush=True)
     return pd.DataFrame(rows)
 
 def summary(df:pd.DataFrame, split:str, digits:int=3) -> pd.DataFrame:
@@ -331,6 +327,7 @@ def experiment_parser(prog:str, description:str,
     p.add_argument('--threads', type=int, default=1, help='torch threads (one is the fastest per core)')
     return p
 
+# %% ../../nbs/15_real_mosi.ipynb #ab84599b
 def parser() -> argparse.ArgumentParser:
     "Arguments of `python -m cdatlib.experiments.real_mosi`"
     p = argparse.ArgumentParser(prog='python -m cdatlib.experiments.real_mosi',

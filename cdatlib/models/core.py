@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import torch
 from torch import nn
+from fastcore.basics import patch
 from ..dataset import MODALITIES
 from ..encoders import masked_mean
 
@@ -40,6 +41,7 @@ def check_drop(drop):
     if bad: raise ValueError(f"cannot drop {bad}: modalities are {MODALITIES}")
     return drop
 
+# %% ../../nbs/06_fusion.ipynb #1ddc1edb
 class FusionModel(nn.Module):
     "Base of every fusion model: `encode` -> parts, `fuse(parts, drop)` -> FusionOutput, `aux_losses`; `model(batch, drop=())`"
     def __init__(self,
@@ -50,25 +52,6 @@ class FusionModel(nn.Module):
         missing = [m for m in MODALITIES if m not in dims]
         if missing: raise ValueError(f"dims lacks {missing}: give the feature size of every modality")
         self.dims, self.n_outputs = dict(dims), n_outputs
-
-    def mask_repr(self,
-                  name:str, # the modality this representation belongs to
-                  x:torch.Tensor, # its representation at the model's masking point, (B, ...)
-                  drop, # output of `check_drop`: names, or a (B, 3) bool tensor
-                 )->torch.Tensor:
-        "`x` with the representation zeroed where `name` is dropped (whole batch, or per sample)"
-        if not isinstance(drop, torch.Tensor): return torch.zeros_like(x) if name in drop else x
-        if len(drop) != len(x): raise ValueError(f"drop tensor has {len(drop)} rows but the batch has {len(x)} samples")
-        rows = drop[:, MODALITIES.index(name)].to(x.device)
-        return x.masked_fill(rows.view(-1, *[1] * (x.dim() - 1)), 0.)
-
-    def mask_reprs(self,
-                   reps:dict, # {modality: representation at the masking point}
-                   drop=(), # as for `fuse`: a name, names, or a (B, 3) bool tensor
-                  )->dict:
-        "`mask_repr` for every modality at once (in the order `MODALITIES`), after checking `drop`"
-        drop = check_drop(drop)
-        return {m: self.mask_repr(m, reps[m], drop) for m in MODALITIES}
 
     @classmethod
     def data_args(cls,
@@ -99,6 +82,28 @@ class FusionModel(nn.Module):
         if out.parts is None: out.parts = parts
         out.aux_losses = self.aux_losses(parts, out, batch)
         return out
+
+# %% ../../nbs/06_fusion.ipynb #32ff27de
+@patch
+def mask_repr(self:FusionModel,
+              name:str, # the modality this representation belongs to
+              x:torch.Tensor, # its representation at the model's masking point, (B, ...)
+              drop, # output of `check_drop`: names, or a (B, 3) bool tensor
+             )->torch.Tensor:
+    "`x` with the representation zeroed where `name` is dropped (whole batch, or per sample)"
+    if not isinstance(drop, torch.Tensor): return torch.zeros_like(x) if name in drop else x
+    if len(drop) != len(x): raise ValueError(f"drop tensor has {len(drop)} rows but the batch has {len(x)} samples")
+    rows = drop[:, MODALITIES.index(name)].to(x.device)
+    return x.masked_fill(rows.view(-1, *[1] * (x.dim() - 1)), 0.)
+
+@patch
+def mask_reprs(self:FusionModel,
+               reps:dict, # {modality: representation at the masking point}
+               drop=(), # as for `fuse`: a name, names, or a (B, 3) bool tensor
+              )->dict:
+    "`mask_repr` for every modality at once (in the order `MODALITIES`), after checking `drop`"
+    drop = check_drop(drop)
+    return {m: self.mask_repr(m, reps[m], drop) for m in MODALITIES}
 
 # %% ../../nbs/06_fusion.ipynb #3043d5b6
 def toy_batch(B:int=4, # samples

@@ -169,8 +169,7 @@ class LabelDecoder(nn.Module):
 # %% ../../nbs/12_tailor.ipynb #d264f4cc
 class TAILOR(FusionModel):
     "TAILOR: unimodal transformers, adversarial private/common features, granularity-descent fusion, label decoder"
-    def __init__(self,
-                 dims:dict, # feature size of each modality
+    def __init__(self, dims:dict, # feature size of each modality
                  n_outputs:int, # C: logits to produce (one label query each)
                  hidden_size:int=256, # H everywhere
                  num_heads:int=8,
@@ -200,33 +199,51 @@ class TAILOR(FusionModel):
                  bert_fine_tune:bool=False, # train the text model's weights too
                 ):
         super().__init__(dims, n_outputs)
-        if common_pool not in ('first', 'mean'): raise ValueError(f"common_pool must be 'first' or 'mean', got {common_pool!r}")
-        if text_encoder not in ('features', 'bert'): raise ValueError(f"text_encoder must be 'features' or 'bert', got {text_encoder!r}")
-        H = hidden_size
-        self.aligned, self.text_len, self.text_encoder, self.common_pool, self.grl_lambda = aligned, text_len, text_encoder, common_pool, grl_lambda
-        self.regression = (n_outputs == 1) if task_kind is None else task_kind == 'regression'
-        self.weights = dict(adv=adv_weight, orth=orth_weight, common=common_weight, ctc=ctc_weight)
-        in_dims = dict(dims)
-        if text_encoder == 'bert':
-            from cdatlib.encoders import BertTextEncoder  # imported here: a text model is only needed for 'bert'
-            self.bert = BertTextEncoder(bert_path, fine_tune=bert_fine_tune)
-            in_dims['text'] = self.bert.hidden_size
-        self.input_norm = nn.ModuleDict({m: nn.LayerNorm(in_dims[m], eps=1e-12) for m in MODALITIES})
-        layers = dict(text=text_layers, audio=audio_layers, vision=vision_layers)
-        self.unimodal = nn.ModuleDict({m: FeatureTransformer(in_dims[m], H, layers[m], num_heads, ff_dim, dropout, max_len)
-                                       for m in MODALITIES})
-        self.private = nn.ModuleDict({m: nn.Sequential(nn.Linear(H, H), nn.Dropout(private_dropout), nn.Tanh())
-                                      for m in MODALITIES})
-        self.common = nn.Sequential(nn.Linear(H, H), nn.Dropout(common_dropout), nn.Tanh())
-        self.discriminator = nn.Sequential(nn.Linear(H, H // 2), nn.Dropout(disc_dropout), nn.ReLU(), nn.Linear(H // 2, 3))
-        self.common_classifier = nn.Linear(H, n_outputs)
-        cross = lambda: CrossEncoder(H, cross_layers, num_heads, ff_dim, dropout, 4 * max_len)
-        self.va_cross, self.vat_cross, self.pc_cross = cross(), cross(), cross()
-        self.decoder = LabelDecoder(n_outputs, H, decoder_layers, num_heads, ff_dim, dropout)
-        self.classifier = nn.Linear(H, 1)
-        self.logit_dropout = nn.Dropout(logit_dropout)
+        self._set_options(n_outputs, task_kind, common_pool, aligned, text_len, text_encoder, grl_lambda,
+                          dict(adv=adv_weight, orth=orth_weight, common=common_weight, ctc=ctc_weight))
+        self._build_encoders(dims, hidden_size, num_heads, ff_dim, dropout, max_len,
+                             dict(text=text_layers, audio=audio_layers, vision=vision_layers), bert_path, bert_fine_tune)
+        self._build_fusion(n_outputs, hidden_size, num_heads, ff_dim, dropout, max_len, cross_layers, decoder_layers,
+                           dict(private=private_dropout, common=common_dropout, disc=disc_dropout, logit=logit_dropout))
         if not aligned: self.ctc = nn.ModuleDict({m: CTCAligner(dims[m], text_len) for m in ('audio', 'vision')})
         use_fast_dropout(self)   # dropout masks by torch.rand on a CPU (05_encoders): same distribution, faster
+
+# %% ../../nbs/12_tailor.ipynb #e7459d80
+@patch
+def _set_options(self:TAILOR, n_outputs, task_kind, common_pool, aligned, text_len, text_encoder, grl_lambda, weights):
+    "Check the options, and keep those that `encode`, `fuse` and `aux_losses` read"
+    if common_pool not in ('first', 'mean'): raise ValueError(f"common_pool must be 'first' or 'mean', got {common_pool!r}")
+    if text_encoder not in ('features', 'bert'): raise ValueError(f"text_encoder must be 'features' or 'bert', got {text_encoder!r}")
+    self.aligned, self.text_len, self.text_encoder, self.common_pool, self.grl_lambda = aligned, text_len, text_encoder, common_pool, grl_lambda
+    self.regression = (n_outputs == 1) if task_kind is None else task_kind == 'regression'
+    self.weights = weights
+
+@patch
+def _build_encoders(self:TAILOR, dims, H, num_heads, ff_dim, dropout, max_len, layers, bert_path, bert_fine_tune):
+    "Input LayerNorms and unimodal transformers (on BERT's token states for `text_encoder='bert'`)"
+    in_dims = dict(dims)
+    if self.text_encoder == 'bert':
+        from cdatlib.encoders import BertTextEncoder  # imported here: a text model is only needed for 'bert'
+        self.bert = BertTextEncoder(bert_path, fine_tune=bert_fine_tune)
+        in_dims['text'] = self.bert.hidden_size
+    self.input_norm = nn.ModuleDict({m: nn.LayerNorm(in_dims[m], eps=1e-12) for m in MODALITIES})
+    self.unimodal = nn.ModuleDict({m: FeatureTransformer(in_dims[m], H, layers[m], num_heads, ff_dim, dropout, max_len)
+                                   for m in MODALITIES})
+
+# %% ../../nbs/12_tailor.ipynb #85de9595
+@patch
+def _build_fusion(self:TAILOR, n_outputs, H, num_heads, ff_dim, dropout, max_len, cross_layers, decoder_layers, dropouts):
+    "Private and common extractors, discriminator, common classifier, the three cross encoders, label decoder, classifier"
+    self.private = nn.ModuleDict({m: nn.Sequential(nn.Linear(H, H), nn.Dropout(dropouts['private']), nn.Tanh())
+                                  for m in MODALITIES})
+    self.common = nn.Sequential(nn.Linear(H, H), nn.Dropout(dropouts['common']), nn.Tanh())
+    self.discriminator = nn.Sequential(nn.Linear(H, H // 2), nn.Dropout(dropouts['disc']), nn.ReLU(), nn.Linear(H // 2, 3))
+    self.common_classifier = nn.Linear(H, n_outputs)
+    cross = lambda: CrossEncoder(H, cross_layers, num_heads, ff_dim, dropout, 4 * max_len)
+    self.va_cross, self.vat_cross, self.pc_cross = cross(), cross(), cross()
+    self.decoder = LabelDecoder(n_outputs, H, decoder_layers, num_heads, ff_dim, dropout)
+    self.classifier = nn.Linear(H, 1)
+    self.logit_dropout = nn.Dropout(dropouts['logit'])
 
 # %% ../../nbs/12_tailor.ipynb #6c085f14
 @patch
