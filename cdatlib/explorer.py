@@ -257,6 +257,23 @@ def current(self:Explorer)->pd.Series:
     "The utterance shown (None when no row passes the filters)"
     return None if self.current_id is None else self.table.iloc[self.rows[self.slider.value]]
 
+# %% ../nbs/23_explorer.ipynb #9b8427fd
+@patch(cls_method=True)
+def from_run(cls:Explorer, run_dir, # the seed folder of a CDaT run
+             split:str='test', plot:bool=True, **kw):
+    "The explorer of a finished CDaT run: its baseline and CDaT stage on `split`, with its ConfidNet when it has one"
+    from pathlib import Path
+    from cdatlib.config import ConfigError
+    from cdatlib.run import load_run
+    from cdatlib.cdat.confidence import load_confidnet
+    run = load_run(run_dir)
+    if set(run.models) != {'baseline', 'cdat'}:
+        raise ConfigError(f"{run_dir}: not a CDaT run (train it with method 'cdat', e.g. cdat train --method cdat)")
+    cn = Path(run_dir)/'confidnet'/'confidnet.pt'
+    return cls.from_models(run.models['baseline'], run.models['cdat'], run.data[split],
+                           load_confidnet(cn) if cn.exists() else None,
+                           planted_misaligned(run.config.data_path(), split), plot, **kw)
+
 # %% ../nbs/23_explorer.ipynb #e7ff99ec
 @patch
 def _refilter(self:Explorer):

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, replace, fields
 import torch
 from torch import nn, Tensor
+from fastcore.basics import patch
 from .dataset import MODALITIES
 from .encoders import masked_mean, FeatureTransformer, BertTextEncoder
 from .learner import Callback, param_groups, to_device
@@ -80,6 +81,32 @@ def _softmax_floats(xs:list)->list:
     return [v / sum(e) for v in e]
 
 # %% ../nbs/19_hycon.ipynb #6bf88d08
+def _anchor_pairs_loop(a:dict, m:str, i:int, same:Tensor, valid:Tensor, inter:bool)->tuple:
+    "(positive scores, negative scores) of anchor i of modality m: the same modality (IAMCL) or the others (IEMCL)"
+    pos, neg = [], []
+    for n in a:
+        if (n != m) != inter: continue
+        for j in range(len(a[m])):
+            if j == i or not valid[j]: continue
+            s = (a[m][i] * a[n][j]).sum()
+            (pos if same[i, j] else neg).append(s)
+    return pos, neg
+
+def _select_loop(pos:list, neg:list, k:int, select_pos:bool, select_neg:bool, gamma:float)->tuple:
+    "(positives, negatives, P, N): HyCon-v2 keeps the k hardest of a kind, weighted; else all, summed"
+    if select_pos and pos:
+        pos = sorted(pos, key=lambda s: s.item())[:k]            # the k hardest (lowest) positives
+        w = _softmax_floats([1 / (s.item() + gamma) for s in pos])  # floats: no gradient
+        P = sum(wi * s for wi, s in zip(w, pos))
+    else: P = sum(pos)
+    if select_neg and neg:
+        neg = sorted(neg, key=lambda s: -s.item())[:k]           # the k hardest (highest) negatives
+        w = _softmax_floats([s.item() for s in neg])
+        N = sum(wi * s for wi, s in zip(w, neg))
+    else: N = sum(neg)
+    return pos, neg, P, N
+
+# %% ../nbs/19_hycon.ipynb #28dd07c3
 def pair_losses_loop(h:dict, # {modality: (K, d)} unimodal representations
                      same:Tensor, # (K, K) bool, from `same_class`
                      valid:Tensor, # (K,) bool, from `same_class`
@@ -97,23 +124,8 @@ def pair_losses_loop(h:dict, # {modality: (K, d)} unimodal representations
         for i in range(K):
             if not valid[i]: continue
             n_anchors += 1
-            pos, neg = [], []
-            for n in mods:
-                if (n != m) != inter: continue
-                for j in range(K):
-                    if j == i or not valid[j]: continue
-                    s = (a[m][i] * a[n][j]).sum()
-                    (pos if same[i, j] else neg).append(s)
-            if select_pos and pos:
-                pos = sorted(pos, key=lambda s: s.item())[:k]            # the k hardest (lowest) positives
-                w = _softmax_floats([1 / (s.item() + gamma) for s in pos])  # floats: no gradient
-                P = sum(wi * s for wi, s in zip(w, pos))
-            else: P = sum(pos)
-            if select_neg and neg:
-                neg = sorted(neg, key=lambda s: -s.item())[:k]           # the k hardest (highest) negatives
-                w = _softmax_floats([s.item() for s in neg])
-                N = sum(wi * s for wi, s in zip(w, neg))
-            else: N = sum(neg)
+            pos, neg = _anchor_pairs_loop(a, m, i, same, valid, inter)
+            pos, neg, P, N = _select_loop(pos, neg, k, select_pos, select_neg, gamma)
             if pos and neg: ratios.append(-P / (P + N))
             if pos: refines.append(sum((s - target) ** 2 for s in pos) / len(pos))
     zero = sum(x.sum() for x in h.values()) * 0      # keeps every input in the graph
@@ -130,6 +142,7 @@ def iemcl_loop(h, same, valid, alpha=0.8, **kw):
     "Loop IEMCL (Eq. 10-12): (ratio, refinement to alpha)"
     return pair_losses_loop(h, same, valid, inter=True, target=alpha, **kw)
 
+# %% ../nbs/19_hycon.ipynb #8fbc60db
 def scl_loop(h:dict, alpha:float=0.8, reduction:str='mean'):
     "Loop SCL (Eq. 6): each anchor's squared distance of its same-sample scores to the margin alpha"
     mods, K = list(h), len(next(iter(h.values())))
@@ -209,6 +222,20 @@ def _side(S, allowed, select, k, lowest, gamma, detach):
     w = hardness_weights(s.detach() if detach else s, chosen, positive=lowest, gamma=gamma)
     return (w * s).sum(-1), s, chosen
 
+def _pair_scores(A:Tensor, mods:list, same:Tensor, valid:Tensor, inter:bool)->tuple:
+    "(scores S, positive pairs, negative pairs, valid samples) of every anchor; IEMCL's against the other modalities"
+    M, K, _ = A.shape
+    if same.shape != (K, K) or valid.shape != (K,):
+        raise ValueError(f"same must be ({K}, {K}) and valid ({K},) for a batch of {K}; got {tuple(same.shape)}, {tuple(valid.shape)}")
+    ok, same = valid.to(A.device), same.to(A.device)
+    cand = ~torch.eye(K, dtype=torch.bool, device=A.device) & ok[:, None] & ok[None]
+    pos, neg = cand & same, cand & ~same                               # (K, K), broadcast over modalities
+    if inter:
+        if M < 2: raise ValueError(f"IEMCL needs at least two modalities; h has {mods}")
+        return inter_scores(A), pos.repeat(1, M - 1), neg.repeat(1, M - 1), ok
+    return intra_scores(A), pos, neg, ok
+
+# %% ../nbs/19_hycon.ipynb #6efadc08
 def pair_losses(h:dict, # {modality: (K, d)}
                 same:Tensor, # (K, K) bool, from `same_class`
                 valid:Tensor, # (K,) bool, from `same_class`
@@ -227,17 +254,8 @@ def pair_losses(h:dict, # {modality: (K, d)}
     if degenerate not in DEGENERATE_OPTIONS: raise ValueError(f"degenerate must be one of {DEGENERATE_OPTIONS}, got {degenerate!r}")
     if reduction not in REDUCTIONS: raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     A = _normalised_stack(h) if A is None else A
-    M, K, _ = A.shape
-    if same.shape != (K, K) or valid.shape != (K,):
-        raise ValueError(f"same must be ({K}, {K}) and valid ({K},) for a batch of {K}; got {tuple(same.shape)}, {tuple(valid.shape)}")
-    ok, same = valid.to(A.device), same.to(A.device)
-    cand = ~torch.eye(K, dtype=torch.bool, device=A.device) & ok[:, None] & ok[None]
-    pos, neg = cand & same, cand & ~same                               # (K, K), broadcast over modalities
-    if inter:
-        if M < 2: raise ValueError(f"IEMCL needs at least two modalities; h has {list(h)}")
-        S, pos, neg = inter_scores(A), pos.repeat(1, M - 1), neg.repeat(1, M - 1)
-    else: S = intra_scores(A)
-    k = n_selected(K, beta)
+    S, pos, neg, ok = _pair_scores(A, list(h), same, valid, inter)
+    k = n_selected(A.shape[1], beta)
     P, sp, mp = _side(S, pos, select_pos, k, True, gamma, detach_weights)
     N, _, mn = _side(S, neg, select_neg, k, False, gamma, detach_weights)
     has_pos, has_neg = mp.any(-1), mn.any(-1)                          # (M, K)
@@ -288,6 +306,7 @@ class HyConOptions:
         "HyCon-v2: both selections on"
         return cls(**{'select_pos': True, 'select_neg': True, **kw})
 
+# %% ../nbs/19_hycon.ipynb #7744cee3
 def with_options(opts:HyConOptions=None, # base settings; None: the defaults
                  **kw, # fields to change
                 )->HyConOptions:
@@ -320,6 +339,7 @@ def hycon_losses(h:dict, # {modality: (B, d)} the representations the losses act
     if l_scl and len(h) >= 2: out['scl'] = l_scl * scl(h, o.alpha, o.reduction, A=A)
     return out
 
+# %% ../nbs/19_hycon.ipynb #2582a829
 class HyConLoss(nn.Module):
     "`hycon_losses` as a module: `HyConLoss(opts)(h, y, task)` -> dict of terms; `.total(...)` -> L_hybrid"
     def __init__(self, opts:HyConOptions=None, **kw):
@@ -375,40 +395,47 @@ class HyCon(Callback):
         if self.in_dims != sd['in_dims']: self.build(sd['in_dims'])
         self.heads.load_state_dict(sd['heads'])
 
-    def probe_dims(self, learn)->dict:
-        "Sizes of the model's h_m, from one no-grad eval forward on two training samples (RNG state kept)"
-        ds = learn.dls['train'].dataset
-        if not hasattr(ds, 'batch'): raise ValueError("HyCon cannot probe this dataset for the sizes of h: pass in_dims")
-        batch = to_device(ds.batch(torch.arange(min(2, len(ds)))), learn.device)
-        was, rng = learn.model.training, get_rng_state()
-        try:
-            learn.model.eval()
-            with torch.no_grad(): out = learn.model(batch)
-        finally: learn.model.train(was); set_rng_state(rng)
-        missing = [m for m in self.modalities if m not in out.h]
-        if missing: raise ValueError(f"HyCon: the model's FusionOutput.h lacks {missing}; it has {list(out.h)}")
-        return {m: out.h[m].shape[-1] for m in self.modalities}
+# %% ../nbs/19_hycon.ipynb #bd0d7494
+@patch
+def probe_dims(self:HyCon, learn)->dict:
+    "Sizes of the model's h_m, from one no-grad eval forward on two training samples (RNG state kept)"
+    ds = learn.dls['train'].dataset
+    if not hasattr(ds, 'batch'): raise ValueError("HyCon cannot probe this dataset for the sizes of h: pass in_dims")
+    batch = to_device(ds.batch(torch.arange(min(2, len(ds)))), learn.device)
+    was, rng = learn.model.training, get_rng_state()
+    try:
+        learn.model.eval()
+        with torch.no_grad(): out = learn.model(batch)
+    finally: learn.model.train(was); set_rng_state(rng)
+    missing = [m for m in self.modalities if m not in out.h]
+    if missing: raise ValueError(f"HyCon: the model's FusionOutput.h lacks {missing}; it has {list(out.h)}")
+    return {m: out.h[m].shape[-1] for m in self.modalities}
 
-    def before_fit(self, learn):
-        if self.in_dims is None: self.build(self.probe_dims(learn))
-        self.heads.to(learn.device)
-        opt = getattr(learn, 'opt', None)
-        if opt is None: return
-        have = {id(p) for g in opt.param_groups for p in g['params']}
-        name = learn.cb_key(self) if hasattr(learn, 'cb_key') else type(self).__name__
-        for g in param_groups(self.heads, learn.wd):
-            if g['params'] and not any(id(p) in have for p in g['params']): opt.add_param_group({**g, 'name': name})
+@patch
+def before_fit(self:HyCon, learn):
+    if self.in_dims is None: self.build(self.probe_dims(learn))
+    self.heads.to(learn.device)
+    opt = getattr(learn, 'opt', None)
+    if opt is None: return
+    have = {id(p) for g in opt.param_groups for p in g['params']}
+    name = learn.cb_key(self) if hasattr(learn, 'cb_key') else type(self).__name__
+    for g in param_groups(self.heads, learn.wd):
+        if g['params'] and not any(id(p) in have for p in g['params']): opt.add_param_group({**g, 'name': name})
 
-    def project(self, out)->dict:
-        "The model output's h, pooled and projected to d: {modality: (B, d)}"
-        pooled = pool_h({m: out.h[m] for m in self.modalities}, getattr(out, 'h_masks', None))
-        return {m: self.heads[m](x.float()) for m, x in pooled.items()}
+# %% ../nbs/19_hycon.ipynb #247fcfc6
+@patch
+def project(self:HyCon, out)->dict:
+    "The model output's h, pooled and projected to d: {modality: (B, d)}"
+    pooled = pool_h({m: out.h[m] for m in self.modalities}, getattr(out, 'h_masks', None))
+    return {m: self.heads[m](x.float()) for m, x in pooled.items()}
 
-    def losses(self, out, y, task)->dict: return hycon_losses(self.project(out), y, task, self.opts)
+@patch
+def losses(self:HyCon, out, y, task)->dict: return hycon_losses(self.project(out), y, task, self.opts)
 
-    def after_loss(self, learn):
-        if not (learn.training or self.on_valid): return
-        for k, v in self.losses(learn.out, learn.batch['y'], learn.task).items(): learn.add_loss(f'hycon_{k}', v)
+@patch
+def after_loss(self:HyCon, learn):
+    if not (learn.training or self.on_valid): return
+    for k, v in self.losses(learn.out, learn.batch['y'], learn.task).items(): learn.add_loss(f'hycon_{k}', v)
 
 # %% ../nbs/19_hycon.ipynb #c093a62e
 def last_step(x:Tensor, # (B, L, d) sequences
@@ -462,27 +489,33 @@ class HyConModel(FusionModel):
         "The longest sequence and the task kind"
         return {'max_len': max(max(seq_lens.values()), 1), 'task_kind': getattr(task, 'kind', 'regression')}
 
-    def _text(self, batch):
-        if self.text == 'features': return last_step(self.encoders['text'](batch['text'], batch.get('text_mask')), batch.get('text_mask'))
-        if 'text_bert' not in batch: raise ValueError("HyConModel(text='bert') needs the batch field 'text_bert' (B, 3, L) of token ids")
-        att = batch['text_bert'][:, 1].round().bool()
-        return last_step(self.text_proj(self.bert.sequence(batch['text_bert'])), att)
+# %% ../nbs/19_hycon.ipynb #01dfad36
+@patch
+def _text(self:HyConModel, batch):
+    if self.text == 'features': return last_step(self.encoders['text'](batch['text'], batch.get('text_mask')), batch.get('text_mask'))
+    if 'text_bert' not in batch: raise ValueError("HyConModel(text='bert') needs the batch field 'text_bert' (B, 3, L) of token ids")
+    att = batch['text_bert'][:, 1].round().bool()
+    return last_step(self.text_proj(self.bert.sequence(batch['text_bert'])), att)
 
-    def encode(self, batch:dict)->dict:
-        "{'h': {modality: (B, d)}}: each encoder's last real step"
-        h = {'text': self._text(batch)}
-        h.update({m: last_step(self.encoders[m](batch[m], batch.get(f'{m}_mask')), batch.get(f'{m}_mask')) for m in ('audio', 'vision')})
-        return {'h': h}
+@patch
+def encode(self:HyConModel, batch:dict)->dict:
+    "{'h': {modality: (B, d)}}: each encoder's last real step"
+    h = {'text': self._text(batch)}
+    h.update({m: last_step(self.encoders[m](batch[m], batch.get(f'{m}_mask')), batch.get(f'{m}_mask')) for m in ('audio', 'vision')})
+    return {'h': h}
 
-    def fuse(self, parts:dict, drop=())->FusionOutput:
-        "Zero the dropped x^m, fuse, predict"
-        h = self.mask_reprs(parts['h'], drop)
-        if self.fusion == 'add': z = h['text'] + h['audio'] + h['vision']
-        elif self.fusion == 'concat': z = torch.cat([h[m] for m in MODALITIES], -1)
-        else: z = tensor_fusion(*(h[m] for m in MODALITIES))
-        return FusionOutput(h=h, z=z, logits=self.head(z), parts=parts)
+@patch
+def fuse(self:HyConModel, parts:dict, drop=())->FusionOutput:
+    "Zero the dropped x^m, fuse, predict"
+    h = self.mask_reprs(parts['h'], drop)
+    if self.fusion == 'add': z = h['text'] + h['audio'] + h['vision']
+    elif self.fusion == 'concat': z = torch.cat([h[m] for m in MODALITIES], -1)
+    else: z = tensor_fusion(*(h[m] for m in MODALITIES))
+    return FusionOutput(h=h, z=z, logits=self.head(z), parts=parts)
 
-    def aux_losses(self, parts:dict, out:FusionOutput, batch:dict)->dict:
-        "HyCon's weighted terms on the undropped x^m, in training only"
-        if self.opts is None or not self.training: return {}
-        return {f'hycon_{k}': v for k, v in hycon_losses(parts['h'], batch['y'], self.task_kind, self.opts).items()}
+# %% ../nbs/19_hycon.ipynb #9a398547
+@patch
+def aux_losses(self:HyConModel, parts:dict, out:FusionOutput, batch:dict)->dict:
+    "HyCon's weighted terms on the undropped x^m, in training only"
+    if self.opts is None or not self.training: return {}
+    return {f'hycon_{k}': v for k, v in hycon_losses(parts['h'], batch['y'], self.task_kind, self.opts).items()}

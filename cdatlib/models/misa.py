@@ -77,6 +77,26 @@ def recon_loss(recon:dict, # {modality: (B, H)} reconstructions
 # %% ../../nbs/11_misa.ipynb #e3f1b73b
 _ACTIVATIONS = {'relu': nn.ReLU, 'leakyrelu': nn.LeakyReLU, 'tanh': nn.Tanh, 'gelu': nn.GELU}
 
+def _misa_encoders(dims:dict, rnn_hidden:dict, text_encoder:str, bert_path, bert_fine_tune:bool)->tuple:
+    "(utterance encoders {modality: module}, their output sizes): stacked LSTMs, or BERT for 'bert' text"
+    enc = nn.ModuleDict({m: SLSTM(dims[m], rnn_hidden.get(m)) for m in MODALITIES})
+    if text_encoder == 'bert':
+        from cdatlib.encoders import BertTextEncoder  # imported here: loading a text model is only needed for 'bert'
+        enc['text'] = BertTextEncoder(bert_path, fine_tune=bert_fine_tune, pooling='mean')
+    enc_out = {m: enc[m].hidden_size if m == 'text' and text_encoder == 'bert' else enc[m].out_dim
+               for m in MODALITIES}
+    return enc, enc_out
+
+def _misa_subspaces(enc_out:dict, H:int, act)->tuple:
+    "(projection to H, private, shared (one for all modalities), reconstruction) modules"
+    project = nn.ModuleDict({m: nn.Sequential(nn.Linear(enc_out[m], H), act(), nn.LayerNorm(H))
+                             for m in MODALITIES})
+    private = nn.ModuleDict({m: nn.Sequential(nn.Linear(H, H), nn.Sigmoid()) for m in MODALITIES})
+    shared = nn.Sequential(nn.Linear(H, H), nn.Sigmoid())
+    recon = nn.ModuleDict({m: nn.Linear(H, H) for m in MODALITIES})
+    return project, private, shared, recon
+
+# %% ../../nbs/11_misa.ipynb #9f8e2f6e
 class MISA(FusionModel):
     "MISA: private and shared subspaces per modality, CMD/difference/reconstruction losses, transformer fusion"
     def __init__(self,
@@ -104,20 +124,10 @@ class MISA(FusionModel):
         if head not in ('linear', 'mlp'): raise ValueError(f"head must be 'linear' or 'mlp', got {head!r}")
         if text_encoder not in ('lstm', 'bert'): raise ValueError(f"text_encoder must be 'lstm' or 'bert', got {text_encoder!r}")
         H, act = hidden_size, _ACTIVATIONS[activation]
-        rnn_hidden = rnn_hidden or {}
         self.text_encoder, self.cmd_moments, self.diff_detach_norm = text_encoder, cmd_moments, diff_detach_norm
         self.weights = dict(diff=diff_weight, sim=sim_weight, recon=recon_weight)
-        self.enc = nn.ModuleDict({m: SLSTM(dims[m], rnn_hidden.get(m)) for m in MODALITIES})
-        if text_encoder == 'bert':
-            from cdatlib.encoders import BertTextEncoder  # imported here: loading a text model is only needed for 'bert'
-            self.enc['text'] = BertTextEncoder(bert_path, fine_tune=bert_fine_tune, pooling='mean')
-        enc_out = {m: self.enc[m].hidden_size if m == 'text' and text_encoder == 'bert' else self.enc[m].out_dim
-                   for m in MODALITIES}
-        self.project = nn.ModuleDict({m: nn.Sequential(nn.Linear(enc_out[m], H), act(), nn.LayerNorm(H))
-                                      for m in MODALITIES})
-        self.private = nn.ModuleDict({m: nn.Sequential(nn.Linear(H, H), nn.Sigmoid()) for m in MODALITIES})
-        self.shared = nn.Sequential(nn.Linear(H, H), nn.Sigmoid())
-        self.recon = nn.ModuleDict({m: nn.Linear(H, H) for m in MODALITIES})
+        self.enc, enc_out = _misa_encoders(dims, rnn_hidden or {}, text_encoder, bert_path, bert_fine_tune)
+        self.project, self.private, self.shared, self.recon = _misa_subspaces(enc_out, H, act)
         layer = nn.TransformerEncoderLayer(H, n_heads, ff_dim, fusion_dropout, batch_first=True)
         self.fusion = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
         self.head = nn.Linear(6 * H, n_outputs) if head == 'linear' else nn.Sequential(

@@ -56,6 +56,29 @@ TFN_CONFIGS = {
 }
 
 # %% ../../nbs/10_tfn.ipynb #5c2d8e66
+def _tfn_config(config:str, hidden, out, subnet, dropout, # per-modality dicts: update the configuration's
+                **scalars)->dict: # post_fusion_dropout, post_fusion_dim, ...: replace its value
+    "A copy of `TFN_CONFIGS[config]` with the arguments that are not None put in"
+    cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TFN_CONFIGS[config].items()}
+    for k, v in dict(hidden=hidden, out=out, subnet=subnet, dropout=dropout).items():
+        if v is not None: cfg[k].update(v)
+    for k, v in scalars.items():
+        if v is not None: cfg[k] = v
+    return cfg
+
+def _tfn_subnets(dims:dict, cfg:dict)->tuple:
+    "({modality: sub-network}, {modality: size of its h_m}) as the configuration says"
+    subnets, h_dims = {}, {}
+    for m in MODALITIES:
+        kind, hid, p = cfg['subnet'][m], cfg['hidden'][m], cfg['dropout'][m]
+        if kind == 'lstm':
+            o = cfg['out'].get(m, hid)
+            subnets[m], h_dims[m] = LSTMEncoder(dims[m], hid, out_dim=o, dropout=p), o
+        elif kind == 'mlp': subnets[m], h_dims[m] = MLPSubNet(dims[m], hid, p), hid
+        else: raise ValueError(f"subnet for {m} must be 'lstm' or 'mlp', got {kind!r}")
+    return subnets, h_dims
+
+# %% ../../nbs/10_tfn.ipynb #6c3ec521
 class TFN(FusionModel):
     "Tensor Fusion Network: sub-network per modality -> [1; h_m] outer products -> post-fusion MLP -> logits."
     FUSION_ORDER = ('audio', 'vision', 'text')   # MMSA / CDaT order of the outer product
@@ -72,21 +95,10 @@ class TFN(FusionModel):
                  post_fusion_layers:int=None,      # Linear+ReLU layers after fusion (CDaT 1, original TFN 2)
                  logit_dropout:float=None):        # dropout on the logits (CDaT 0.1, MMSA 0)
         super().__init__(dims, n_outputs)
-        cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TFN_CONFIGS[config].items()}
-        for k, v in dict(hidden=hidden, out=out, subnet=subnet, dropout=dropout).items():
-            if v is not None: cfg[k].update(v)
-        for k, v in dict(post_fusion_dropout=post_fusion_dropout, post_fusion_dim=post_fusion_dim,
-                         post_fusion_layers=post_fusion_layers, logit_dropout=logit_dropout).items():
-            if v is not None: cfg[k] = v
-        self.config = cfg
-        subnets, self.h_dims = {}, {}
-        for m in MODALITIES:
-            kind, hid, p = cfg['subnet'][m], cfg['hidden'][m], cfg['dropout'][m]
-            if kind == 'lstm':
-                o = cfg['out'].get(m, hid)
-                subnets[m], self.h_dims[m] = LSTMEncoder(dims[m], hid, out_dim=o, dropout=p), o
-            elif kind == 'mlp': subnets[m], self.h_dims[m] = MLPSubNet(dims[m], hid, p), hid
-            else: raise ValueError(f"subnet for {m} must be 'lstm' or 'mlp', got {kind!r}")
+        self.config = cfg = _tfn_config(config, hidden, out, subnet, dropout, post_fusion_dropout=post_fusion_dropout,
+                                        post_fusion_dim=post_fusion_dim, post_fusion_layers=post_fusion_layers,
+                                        logit_dropout=logit_dropout)
+        subnets, self.h_dims = _tfn_subnets(dims, cfg)
         self.encoders = nn.ModuleDict(subnets)   # so FusionModel's `encode` applies them
         self.fusion_dim = math.prod(self.h_dims[m] + 1 for m in self.FUSION_ORDER)
         layers, d = [nn.Dropout(cfg['post_fusion_dropout'])], self.fusion_dim
