@@ -26,7 +26,7 @@ __all__ = ['set_seed', 'get_rng_state', 'set_rng_state', 'warmup_linear', 'Warmu
            'clean_stale_tmp', 'CheckpointError', 'load_checkpoint', 'RunLockError', 'RunLock', 'learner_state',
            'restore_learner', 'load_weights', 'ResumeCB', 'is_better', 'check_fresh_folder', 'CheckpointCB',
            'EarlyStoppingCB', 'CSVLoggerCB', 'DeviceLoader', 'fits_on_device', 'dataloaders', 'build_learner',
-           'fit_seeds', 'L2Penalty', 'LRFinderCB', 'lr_find', 'masked_std', 'ActivationStatsCB']
+           'L2Penalty', 'LRFinderCB', 'lr_find', 'masked_std', 'ActivationStatsCB']
 
 # %% ../nbs/09_callbacks.ipynb #7e6b61d4
 def set_seed(seed:int, # seeds python, numpy, torch (CPU and every GPU)
@@ -528,24 +528,6 @@ def build_learner(model:nn.Module, # a model built for `data.dims` and `data.tas
     args = dict(lr=lr, wd=wd, batch_size=batch_size, seed=seed, warmup=warmup, clip=clip, patience=patience, amp=amp)
     return Learner(model, dls, task, lr=lr, wd=wd, cbs=std + list(cbs), path=path,
                    config={'learner': args, **(config or {})})
-
-# %% ../nbs/09_callbacks.ipynb #80cd6a99
-def fit_seeds(make_learner, # `make_learner(seed) -> Learner`, called right after `set_seed(seed)`
-              seeds=(0, 1, 2, 3, 4),
-              n_epochs:int=10,
-              splits=('valid',), # evaluated after selection; add 'test' only for the final report
-              deterministic:bool=False, # passed to `set_seed`
-             )->tuple:
-    "Train one learner per seed; return (per-seed DataFrame, summary DataFrame of mean, std and 'mean ± std')"
-    rows = []
-    for seed in seeds:
-        set_seed(seed, deterministic)
-        learn = make_learner(seed)
-        learn.fit(n_epochs)
-        row = {'seed': seed, 'best_epoch': getattr(learn, 'best_epoch', None)}
-        for s in splits: row.update({f'{s}_{k}': v for k, v in learn.evaluate(s).items()})
-        rows.append(row)
-    return pd.DataFrame(rows), mean_std_frame(rows)
 
 # %% ../nbs/09_callbacks.ipynb #2eb6525b
 class L2Penalty(Callback):

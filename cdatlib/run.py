@@ -329,6 +329,13 @@ def _write_tables(out, rows)->tuple:
         atomic_write(out/'summary.csv', summary.to_csv())
     return per_seed, summary
 
+def _check_init_outside(init, folders):
+    "Refuse to start from weights that overwriting this run would delete"
+    for f in folders:
+        if f.path.resolve() in (init.resolve(), *init.resolve().parents):
+            raise ConfigError(f"init_from: {init} is in {f.path}, which --overwrite would clear first; "
+                              "train into another --run-name, or copy the weights elsewhere")
+
 # %% ../nbs/14_run.ipynb #3c445ab3
 def train(cfg:TrainConfig, # what to run
           test:bool=False, # also evaluate the selected model on the test split
@@ -344,6 +351,7 @@ def train(cfg:TrainConfig, # what to run
     validate_config(cfg)
     if resume and overwrite: raise ConfigError("resume and overwrite: choose one")
     folders = {seed: RunFolder(cfg.run_dir(seed), seed) for seed in cfg.seeds}
+    if overwrite and cfg.init_from: _check_init_outside(cfg.init_path(), folders.values())
     new_dirs = {q for f in folders.values() for q in (f.path, *f.path.parents) if not q.exists()} # made by this call
     try:
         with contextlib.ExitStack() as locks:
