@@ -6,7 +6,7 @@ Docs: https://cdatlib.github.io/cdatlib/callbacks.html.md"""
 
 # %% ../nbs/09_callbacks.ipynb #46b680fa
 from __future__ import annotations
-import os, io, math, time, random, tempfile, copy, errno, contextlib
+import os, io, math, time, random, tempfile, copy, errno, contextlib, stat
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -21,12 +21,13 @@ try: import fcntl # POSIX file locks; absent on Windows, where `RunLock` does no
 except ImportError: fcntl = None
 
 # %% auto #0
-__all__ = ['set_seed', 'get_rng_state', 'set_rng_state', 'warmup_linear', 'WarmupLinearCB', 'RecorderCB', 'GradClipCB',
-           'MixedPrecisionCB', 'NonFiniteLossError', 'NonFiniteLossCB', 'file_mode', 'atomic_write', 'atomic_save',
-           'clean_stale_tmp', 'CheckpointError', 'load_checkpoint', 'RunLockError', 'RunLock', 'learner_state',
-           'restore_learner', 'load_weights', 'ResumeCB', 'is_better', 'check_fresh_folder', 'CheckpointCB',
-           'EarlyStoppingCB', 'CSVLoggerCB', 'DeviceLoader', 'fits_on_device', 'dataloaders', 'build_learner',
-           'L2Penalty', 'LRFinderCB', 'lr_find', 'masked_std', 'ActivationStatsCB']
+__all__ = ['MAX_RECORD_BYTES', 'MAX_CHECKPOINT_BYTES', 'set_seed', 'get_rng_state', 'set_rng_state', 'warmup_linear',
+           'WarmupLinearCB', 'RecorderCB', 'GradClipCB', 'MixedPrecisionCB', 'NonFiniteLossError', 'NonFiniteLossCB',
+           'file_mode', 'atomic_write', 'atomic_save', 'clean_stale_tmp', 'CheckpointError', 'RunFileError',
+           'read_regular', 'load_checkpoint', 'RunLockError', 'RunLock', 'learner_state', 'restore_learner',
+           'load_weights', 'ResumeCB', 'is_better', 'check_fresh_folder', 'CheckpointCB', 'EarlyStoppingCB',
+           'CSVLoggerCB', 'DeviceLoader', 'fits_on_device', 'dataloaders', 'build_learner', 'L2Penalty', 'LRFinderCB',
+           'lr_find', 'masked_std', 'ActivationStatsCB']
 
 # %% ../nbs/09_callbacks.ipynb #7e6b61d4
 def set_seed(seed:int, # seeds python, numpy, torch (CPU and every GPU)
@@ -190,13 +191,32 @@ def clean_stale_tmp(folder, # a run folder
     for p in stale: p.unlink()
     return sorted(p.name for p in stale)
 
+# %% ../nbs/09_callbacks.ipynb #858168f9
 class CheckpointError(ValueError): "A checkpoint file that cannot be read back or does not fit; the message names the file"
+class RunFileError(ValueError): "A run file that is not a regular file of a sane size, or a record that does not check"
+
+MAX_RECORD_BYTES, MAX_CHECKPOINT_BYTES = 1 << 20, 64 << 30 # a config.json or done.json; a checkpoint
+
+def read_regular(path, # a run file to read, e.g. config.json
+                 limit:int=MAX_RECORD_BYTES, # refused above this size
+                )->bytes:
+    "The bytes of `path` if it is a regular file of at most `limit` bytes (never a FIFO, a device or a folder)"
+    fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0)) # a FIFO opens at once instead of waiting
+    try:
+        st = os.fstat(fd) # the file opened, not a name that may change in between
+        if not stat.S_ISREG(st.st_mode): raise RunFileError(f"{path}: not a regular file; a run file is never a device, pipe or folder")
+        if st.st_size > limit: raise RunFileError(f"{path}: {st.st_size} bytes, more than a run file of this kind holds ({limit})")
+        with os.fdopen(os.dup(fd), 'rb') as f: data = f.read(st.st_size + 1) # + 1: a file that grew is seen
+        if len(data) > limit: raise RunFileError(f"{path}: grew past {limit} bytes while read")
+        return data
+    finally: os.close(fd)
 
 def load_checkpoint(path, # a file written by `atomic_save` / `CheckpointCB`
                     map_location='cpu',
                    )->dict:
-    "Load a checkpoint dict safely (`weights_only=True`: tensors and plain Python values only)"
-    try: ck = torch.load(path, map_location=map_location, weights_only=True)
+    "Load a checkpoint dict safely (`weights_only=True`: tensors and plain Python values only) from a regular file"
+    try: ck = torch.load(io.BytesIO(read_regular(path, MAX_CHECKPOINT_BYTES)), map_location=map_location, weights_only=True)
+    except RunFileError as e: raise CheckpointError(str(e)) from None
     except OSError: raise # missing, unreadable: the OS's own message names the file
     except Exception as e:
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {type(e).__name__})") from None
@@ -219,7 +239,10 @@ class RunLock:
         blocking = self.blocking
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, file_mode())
+            try: fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0), file_mode())
+            except OSError as e:
+                if e.errno != errno.ELOOP: raise
+                raise RunFileError(f"{self.path}: is a link; a lock is a regular file in the run folder (remove the link)") from None
             try: fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
             except BlockingIOError:
                 os.close(fd)
@@ -301,6 +324,16 @@ def load_weights(learn:Learner,
     return restore_learner(learn, load_checkpoint(path), with_opt=with_opt)
 
 # %% ../nbs/09_callbacks.ipynb #d14c5471
+def _is_int(v)->bool: return isinstance(v, int) and not isinstance(v, bool)
+
+def _check_resume_point(ck:dict, path, n_epochs:int):
+    "Refuse a checkpoint whose epoch or history cannot be this run's: its numbers are believed only when they check"
+    e, hist = ck.get('epoch'), ck.get('history')
+    if not (_is_int(e) and 0 <= e < n_epochs):
+        raise CheckpointError(f"{path}: epoch {e!r} is not an epoch of a {n_epochs}-epoch run; the file was altered")
+    if not (isinstance(hist, list) and len(hist) == e + 1 and all(isinstance(h, dict) for h in hist)):
+        raise CheckpointError(f"{path}: its history does not hold the {e + 1} epoch(s) it claims; the file was altered")
+
 class ResumeCB(Callback):
     "Continue the run saved at `path`: `fit(n_epochs, cbs=[ResumeCB(path)])` runs only the epochs after the checkpoint's"
     order = math.inf # last in `before_fit`: the scheduler, the scaler and the callbacks' state exist, and get overwritten
@@ -312,6 +345,7 @@ class ResumeCB(Callback):
         if n != learn.n_epochs: # the schedule spans the whole run
             raise CheckpointError(f"{self.path}: written for a run of {n} epochs, not {learn.n_epochs}; "
                                   "the learning-rate schedule depends on the total, so resume with the same number")
+        _check_resume_point(self.ck, self.path, learn.n_epochs)
         try: restore_learner(learn, self.ck)
         except (KeyError, RuntimeError, ValueError, TypeError) as e: # the checkpoint does not fit this Learner
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -387,12 +421,20 @@ class CheckpointCB(Callback):
         if self.restore_best and self.best_state is not None: learn.model.load_state_dict(self.best_state)
 
 # %% ../nbs/09_callbacks.ipynb #84d5d8e3
+def _score(v)->bool: return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+def _check_state(sd:dict, **checks):
+    "Refuse a callback state whose fields are not of their kind (a checkpoint edited by hand, say)"
+    bad = [k for k, ok in checks.items() if k in sd and not ok(sd[k])]
+    if bad: raise ValueError(f"callback state {', '.join(f'{k}={sd[k]!r}' for k in bad)} is not of its kind")
+
 @patch
 def state_dict(self:CheckpointCB)->dict:
     return {'best': self.best, 'best_epoch': self.best_epoch, 'best_model': None if self.best_is_current else self.best_state}
 
 @patch
 def load_state_dict(self:CheckpointCB, sd:dict):
+    _check_state(sd, best=_score, best_epoch=lambda v: v is None or (_is_int(v) and v >= 0), best_model=lambda v: v is None or isinstance(v, dict))
     self.best, self.best_epoch, self.best_state = sd['best'], sd['best_epoch'], sd.get('best_model')
     self.best_is_current, self.legacy = self.best_state is None, 'best_model' not in sd
 
@@ -430,7 +472,9 @@ class EarlyStoppingCB(Callback):
         self.stop = self.wait >= self.patience
         learn.stopped_early = self.stop
     def state_dict(self): return {'best': self.best, 'wait': self.wait, 'stop': self.stop}
-    def load_state_dict(self, sd): self.best, self.wait, self.stop = sd['best'], sd['wait'], sd['stop']
+    def load_state_dict(self, sd):
+        _check_state(sd, best=_score, wait=lambda v: _is_int(v) and v >= 0, stop=lambda v: isinstance(v, bool))
+        self.best, self.wait, self.stop = sd['best'], sd['wait'], sd['stop']
 
 # %% ../nbs/09_callbacks.ipynb #b564affe
 class CSVLoggerCB(Callback):

@@ -218,11 +218,11 @@ def main(argv=None)->int:
     "Entry point of the `cdat` command"
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = '--debug' in argv # known before parsing, so a parsing error can show its traceback too
-    if argv[:1] == ['reproduce']: # handed whole to the reproduce module's parser (chapter 24)
-        from cdatlib.reproduce import main as reproduce_main
-        return reproduce_main(argv[1:], prog='cdat reproduce', error_prefix='cdat')
-    parser = make_parser()
-    try:
+    try: # Ctrl-C at any moment, even while the parser is built, ends with the one `cdat: interrupted` line
+        if argv[:1] == ['reproduce']: # handed whole to the reproduce module's parser (chapter 24)
+            from cdatlib.reproduce import main as reproduce_main
+            return reproduce_main(argv[1:], prog='cdat reproduce', error_prefix='cdat')
+        parser = make_parser()
         args = parser.parse_args(argv)
         fn = COMMANDS.get(_command(args))
         if fn is None: parser.print_help(); return 2

@@ -185,6 +185,11 @@ def _check_out_dir(out_dir):
             if not q.is_dir(): raise ConfigError(f"out_dir: {q} exists and is not a folder")
             return
 
+def _check_run_name(name:str):
+    "A run name is a folder name inside out_dir, never a path that leads out of it"
+    if name and (name in ('.', '..') or Path(name).name != name or '\\' in name or name.startswith('~')):
+        raise ConfigError(f"run_name: {name!r} is a path; give a plain folder name (runs go to out_dir/run_name/)")
+
 # %% ../nbs/13_config.ipynb #1f1ed77f
 CONFIDNET_FIT = 'cdatlib.cdat.confidence:fit_confidnet' # trains CDaT's stage 2
 CONFIDNET_FIXED = ('model', 'dls', 'task', 'seed', 'device', 'cache') # what the run itself gives `fit_confidnet`
@@ -248,6 +253,7 @@ def validate_config(cfg:TrainConfig)->TrainConfig:
     if cfg.init_from and not cfg.init_path().is_file():
         raise ConfigError(f"init_from: {cfg.init_path()} does not exist (give the seed folder of a finished run, which holds best.pt)")
     _check_out_dir(cfg.out_dir)
+    _check_run_name(cfg.run_name)
     p = cfg.data_path()
     if not p.exists(): raise ConfigError(f"data: {p} does not exist")
     return cfg
@@ -260,10 +266,11 @@ def save_config(cfg:TrainConfig, path)->Path:
 
 def read_config_dict(path)->dict:
     "The fields saved in a config.json (or a folder holding one), unvalidated; unknown fields are refused"
+    from cdatlib.callbacks import read_regular # imported when used: reading a configuration needs no torch at import
     path = Path(path)
     if path.is_dir(): path = path/'config.json'
     if not path.exists(): raise ConfigError(f"{path}: no such configuration file")
-    try: d = json.loads(path.read_bytes())
+    try: d = json.loads(read_regular(path)) # a regular file of a sane size: never a FIFO or /dev/zero
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         where = f" ({e.msg} at line {e.lineno})" if isinstance(e, json.JSONDecodeError) else ''
         raise ConfigError(f"{path}: not valid JSON{where}") from None

@@ -6,7 +6,7 @@ Docs: https://cdatlib.github.io/cdatlib/run.html.md"""
 
 # %% ../nbs/14_run.ipynb #7a14fd29
 from __future__ import annotations
-import contextlib, dataclasses, errno, json, time
+import contextlib, dataclasses, errno, hashlib, json, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,16 +18,18 @@ from .config import (TrainConfig, ConfigError, validate_config, save_config, con
 from .formats import load_dataset, DatasetFormatError
 from .learner import default_device
 from .callbacks import (build_learner, set_seed, load_checkpoint, atomic_write, clean_stale_tmp, dataloaders,
-                               RunLock, RunLockError, CheckpointError, NonFiniteLossError, ResumeCB)
+                               RunLock, RunLockError, CheckpointError, NonFiniteLossError, ResumeCB, RunFileError,
+                               read_regular, MAX_RECORD_BYTES, MAX_CHECKPOINT_BYTES)
 from .metrics import mean_std_frame, selection_metric
 from .cdat.confidence import fit_confidnet, save_confidnet, load_confidnet
 from .cdat.masking import masking_analysis
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'STAGES', 'RUNNERS', 'RunFailedError', 'run_device', 'load_data', 'data_report', 'warn_stderr',
-           'checked_data', 'RunFolder', 'addon_args', 'build_addons', 'train_seed', 'trained_model', 'evaluate_weights',
-           'Stage', 'method_stages', 'confidnet_seed', 'stage_folders', 'run_stages', 'TrainResult', 'train',
-           'side_by_side', 'LoadedRun', 'load_run', 'evaluate_run', 'predict', 'analyze_masking', 'error_line']
+           'checked_data', 'RunFolder', 'file_sha256', 'record_sha256', 'addon_args', 'build_addons', 'train_seed',
+           'trained_model', 'evaluate_weights', 'Stage', 'method_stages', 'confidnet_seed', 'stage_folders',
+           'run_stages', 'TrainResult', 'train', 'side_by_side', 'LoadedRun', 'load_run', 'evaluate_run', 'predict',
+           'analyze_masking', 'error_line']
 
 # %% ../nbs/14_run.ipynb #e3d48458
 class RunFailedError(RuntimeError): "A run that started but could not finish (e.g. every trial of a sweep failed)"
@@ -117,19 +119,37 @@ def prepare(self:RunFolder, cfg:TrainConfig, state:str, log=print):
     if stale: log(f"seed {self.seed}: removed {len(stale)} temporary file(s) of an interrupted write in {self.path}")
     if state != 'resume': save_config(cfg, self.path/'config.json')
 
-@patch
-def read_done(self:RunFolder)->tuple:
-    "(row, None) for a finished seed; (None, why) when done.json is unreadable; (None, None) when it is missing"
-    try: row = json.loads((self.path/'done.json').read_bytes())
-    except FileNotFoundError: return None, None
-    except (OSError, ValueError) as e: return None, f"unreadable ({type(e).__name__})"
-    if not isinstance(row, dict) or row.get('seed') != self.seed: return None, f"not the record of seed {self.seed}"
-    return row, None
+def file_sha256(path)->str:
+    "The SHA-256 of a regular file, read in blocks"
+    h = hashlib.sha256()
+    h.update(read_regular(path, MAX_CHECKPOINT_BYTES))
+    return h.hexdigest()
+
+def record_sha256(row:dict)->str: return hashlib.sha256(json.dumps(row, sort_keys=True, default=float).encode()).hexdigest()
 
 @patch
-def write_done(self:RunFolder, row:dict):
-    "Mark the seed finished, with its row of metrics"
-    atomic_write(self.path/'done.json', json.dumps(row, indent=1, default=float))
+def write_done(self:RunFolder, row:dict, weights='best.pt'):
+    "Mark the seed finished: its row, with the checksums of its weights and config and of the record itself"
+    files = {str(n): file_sha256(self.path/n) for n in (weights, 'config.json') if n and (self.path/n).is_file()}
+    check = {'files': files, 'record': record_sha256({**row, 'files': files})}
+    atomic_write(self.path/'done.json', json.dumps({**row, 'check': check}, indent=1, default=float))
+
+@patch
+def read_done(self:RunFolder)->tuple:
+    "(row, None) for a finished seed whose record checks; (None, why) when it does not; (None, None) when there is none"
+    try: row = json.loads(read_regular(self.path/'done.json'))
+    except FileNotFoundError: return None, None
+    except (OSError, ValueError) as e: return None, f"unreadable ({str(e).splitlines()[0] if isinstance(e, RunFileError) else type(e).__name__})"
+    if not isinstance(row, dict) or row.get('seed') != self.seed: return None, f"not the record of seed {self.seed}"
+    check = row.pop('check', None)
+    if not isinstance(check, dict) or not isinstance(check.get('files'), dict):
+        return None, "has no checksums (written by hand, or by an older cdatlib)"
+    if check.get('record') != record_sha256({**row, 'files': check['files']}): return None, "does not match its checksum (edited?)"
+    for name, digest in check['files'].items():
+        try: ok = file_sha256(self.path/name) == digest
+        except (OSError, ValueError): ok = False
+        if not ok: return None, f"{name} is not the file this record was made with"
+    return row, None
 
 # %% ../nbs/14_run.ipynb #5254b89d
 def addon_args(cfg:TrainConfig, name:str)->dict:
@@ -262,7 +282,7 @@ def confidnet_seed(cfg:TrainConfig, data, folder:RunFolder, state:str='new', tes
     atomic_write(folder/'log.csv', hist.to_csv(index=False))
     row = {'seed': folder.seed, 'best_epoch': hist.attrs.get('best_epoch'), 'valid_mse': float(hist['valid_mse'].min()),
            'seconds': round(time.time() - t0, 2)}
-    folder.write_done(row)
+    folder.write_done(row, weights='confidnet.pt')
     log(f"seed {folder.seed}: best epoch {row['best_epoch']}, valid MSE {row['valid_mse']:.4f} ({row['seconds']:.1f} s) -> {folder.path}")
     return row
 
@@ -306,7 +326,7 @@ def run_stages(cfg:TrainConfig, data, folder:RunFolder, state:str='new', test:bo
     if 'confidnet' in rows: row['confidnet_valid_mse'] = rows['confidnet']['valid_mse']
     row.update({k: v for k, v in rows.get('cdat', {}).items() if k not in ('seed', 'seconds')})
     row['seconds'] = round(time.time() - t0, 2)
-    if 'cdat' in rows: folder.write_done(row)
+    if 'cdat' in rows: folder.write_done(row, weights=Path('cdat')/'best.pt')
     return row
 
 # %% ../nbs/14_run.ipynb #356655fd
@@ -321,13 +341,26 @@ class TrainResult:
     def _repr_html_(self): return self.summary._repr_html_()
     def __repr__(self): return f"TrainResult({self.run_dir}, {len(self.per_seed)} seed(s))\n{self.summary}"
 
-def _write_tables(out, rows)->tuple:
-    per_seed, summary = pd.DataFrame(rows), mean_std_frame(rows)
+def _other_seeds(out, cfg, have)->list:
+    "The verified rows of the run's other finished seeds with this configuration (another process may have trained them)"
+    more = []
+    for d in sorted(out.glob('seed-*')):
+        seed = int(d.name[5:]) if d.name[5:].isdigit() else None
+        if seed is None or seed in have or not d.is_dir(): continue
+        try: same = not config_diff(read_config_dict(d), cfg)
+        except (ConfigError, OSError, ValueError): continue
+        row, _ = RunFolder(d, seed).read_done()
+        if same and row is not None: more.append(row)
+    return more
+
+def _write_tables(out, cfg, rows)->tuple:
+    "This call's tables; the run's files hold every finished seed of it, merged under a lock"
     with RunLock(out, '.summary.lock', blocking=True): # other seeds of this run may finish at the same time
+        every = sorted(rows + _other_seeds(out, cfg, {r['seed'] for r in rows}), key=lambda r: r['seed'])
         for p in [*out.glob('.per_seed.csv.*.tmp'), *out.glob('.summary.csv.*.tmp')]: p.unlink(missing_ok=True)
-        atomic_write(out/'per_seed.csv', per_seed.to_csv(index=False))
-        atomic_write(out/'summary.csv', summary.to_csv())
-    return per_seed, summary
+        atomic_write(out/'per_seed.csv', pd.DataFrame(every).to_csv(index=False))
+        atomic_write(out/'summary.csv', mean_std_frame(every).to_csv())
+    return pd.DataFrame(rows), mean_std_frame(rows)
 
 def _check_init_outside(init, folders):
     "Refuse to start from weights that overwriting this run would delete"
@@ -367,7 +400,7 @@ def train(cfg:TrainConfig, # what to run
             with contextlib.suppress(OSError): d.rmdir()
         raise
     out = cfg.run_dir(cfg.seeds[0]).parent
-    return TrainResult(*_write_tables(out, rows), out)
+    return TrainResult(*_write_tables(out, cfg, rows), out)
 
 # %% ../nbs/14_run.ipynb #b7a0f0e4
 def side_by_side(summary:pd.DataFrame, # a summary with 'mean ± std' and, for each metric, a 'baseline_' row
@@ -473,7 +506,7 @@ def analyze_masking(run_dir, # a seed folder written by `train`
 # %% ../nbs/14_run.ipynb #00691fb3
 def error_line(e:BaseException)->tuple:
     "(one-line message, exit status) for an error that reached a front end"
-    if isinstance(e, (ConfigError, DatasetFormatError, CheckpointError, RunLockError)): msg, code = str(e), 2
+    if isinstance(e, (ConfigError, DatasetFormatError, CheckpointError, RunLockError, RunFileError)): msg, code = str(e), 2
     elif isinstance(e, (NonFiniteLossError, RunFailedError)): msg, code = str(e), 1
     elif isinstance(e, OSError): # a path that is not there is bad input; a write that fails is a failed run
         f, code = e.filename, 2 if isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError)) else 1

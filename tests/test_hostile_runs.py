@@ -154,7 +154,7 @@ def test_corrupt_done_json_is_treated_as_unfinished(finished, capsys):
     assert rc == 0, err
     assert 'Traceback' not in err and 'done.json: unreadable' in err
     again = json.loads((d/'done.json').read_text())
-    assert {k: v for k, v in again.items() if k != 'seconds'} == {k: v for k, v in good.items() if k != 'seconds'}
+    assert {k: v for k, v in again.items() if k not in ('seconds', 'check')} == {k: v for k, v in good.items() if k not in ('seconds', 'check')}
 
 def test_corrupt_last_pt_is_one_line(finished, capsys):
     d = seed_dir(finished)
@@ -294,7 +294,7 @@ def run_record(out, seeds=(0, 1)):
         d = seed_dir(out, s)
         rec[s] = {'best': load_checkpoint(d/'best.pt')['model'], 'last': load_checkpoint(d/'last.pt')['model'],
                   'best_epoch': load_checkpoint(d/'best.pt')['epoch'],
-                  'done': {k: v for k, v in json.loads((d/'done.json').read_text()).items() if k != 'seconds'},
+                  'done': {k: v for k, v in json.loads((d/'done.json').read_text()).items() if k not in ('seconds', 'check')},
                   'log': pd.read_csv(d/'log.csv').drop(columns='time'), 'config': {k: v for k, v in json.loads((d/'config.json').read_text()).items() if k != 'out_dir'}}
     rec['per_seed'] = pd.read_csv(Path(out)/RUN/'per_seed.csv').drop(columns='seconds')
     return rec

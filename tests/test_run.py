@@ -62,3 +62,71 @@ def test_stages_are_declared_once():
     cfg = TrainConfig(method='cdat', confidence='ce')
     assert list(run.method_stages(cfg, 0, '/x')) == ['baseline', 'cdat']            # CE needs no ConfidNet stage
     assert list(run.method_stages(dataclasses.replace(cfg, confidence='confidnet'), 0, '/x')) == names
+
+# ---------------------------------------------------------------- records that cannot be forged, files that are files
+def _finished_run(tmp_path, **kw):
+    cfg = TrainConfig(epochs=2, device='cpu', out_dir=str(tmp_path), **kw)
+    return cfg, run.train(cfg, **QUIET)
+
+def test_a_forged_record_is_never_believed(tmp_path):
+    cfg, res = _finished_run(tmp_path)
+    done = res.seed_dir(0)/'done.json'
+    row = json.loads(done.read_text()); row['valid_micro_f1'] = 99.   # edited by hand
+    done.write_text(json.dumps(row))
+    warned = []
+    again = run.train(cfg, resume=True, progress=False, log=lambda *a: None, warn=warned.append)
+    assert any('does not match its checksum' in w for w in warned), warned
+    assert again.per_seed.valid_micro_f1[0] == pytest.approx(res.per_seed.valid_micro_f1[0])   # recomputed, not copied
+    assert json.loads(done.read_text())['valid_micro_f1'] != 99.
+
+@pytest.mark.parametrize('epoch', [10**9, -5, 'y'])
+def test_an_edited_checkpoint_is_refused_with_its_name(tmp_path, epoch):
+    import torch
+    from cdatlib.callbacks import load_checkpoint, atomic_save
+    cfg = TrainConfig(epochs=3, device='cpu', out_dir=str(tmp_path))
+    folder = cfg.run_dir(0)
+    run.train(dataclasses.replace(cfg, epochs=3), **QUIET)
+    (folder/'done.json').unlink()                                    # as if killed before the record
+    ck = load_checkpoint(folder/'last.pt'); ck['epoch'] = epoch; atomic_save(ck, folder/'last.pt')
+    rc, _, err = _main('train', '--epochs', '3', '--device', 'cpu', '--out-dir', str(tmp_path), '--resume', '--quiet')
+    lines = [l for l in err.splitlines() if l.startswith('cdat: error:')]
+    assert rc == 2 and len(lines) == 1 and 'last.pt' in lines[0], err
+
+def test_a_lock_that_is_a_link_is_refused(tmp_path):
+    target = tmp_path/'elsewhere'/'created'
+    target.parent.mkdir()
+    folder = tmp_path/'runs'/'naive-tailor_mosei_aligned'/'seed-0'
+    folder.mkdir(parents=True)
+    (folder/'.lock').symlink_to(target)
+    rc, _, err = _main('train', '--epochs', '1', '--device', 'cpu', '--out-dir', str(tmp_path/'runs'), '--quiet')
+    assert rc == 2 and 'is a link' in err, err
+    assert not target.exists()                                       # nothing created through the link
+
+@pytest.mark.parametrize('name', ['..', '../x', '/tmp/x', 'a/b'])
+def test_run_names_are_names(tmp_path, name):
+    rc, _, err = _main('train', '--epochs', '1', '--out-dir', str(tmp_path), '--run-name', name, '--quiet')
+    assert rc == 2 and 'is a path; give a plain folder name' in err, err
+
+def test_a_config_that_is_a_fifo_does_not_hang(tmp_path):
+    import os
+    folder = tmp_path/'run'/'seed-0'; folder.mkdir(parents=True)
+    os.mkfifo(folder/'config.json')
+    rc, _, err = _main('evaluate', str(folder))
+    assert rc == 2 and 'not a regular file' in err, err
+
+def test_concurrent_seeds_merge_their_tables(tmp_path):
+    "Two calls train two seeds of one run: the run's per_seed.csv holds both, not the last writer's alone"
+    import pandas as pd
+    cfg = TrainConfig(epochs=1, device='cpu', out_dir=str(tmp_path))
+    run.train(dataclasses.replace(cfg, seeds=[1]), **QUIET)
+    res = run.train(dataclasses.replace(cfg, seeds=[0]), **QUIET)
+    assert res.per_seed.seed.tolist() == [0]                         # this call's rows
+    assert pd.read_csv(res.run_dir/'per_seed.csv').seed.tolist() == [0, 1]
+
+def test_a_record_of_other_weights_is_not_believed(tmp_path):
+    cfg, res = _finished_run(tmp_path)
+    from cdatlib.callbacks import load_checkpoint, atomic_save
+    ck = load_checkpoint(res.seed_dir(0)/'best.pt')
+    for v in ck['model'].values(): v.add_(1.)                         # other weights under the record's name
+    atomic_save(ck, res.seed_dir(0)/'best.pt')
+    assert run.RunFolder(res.seed_dir(0), 0).read_done() == (None, 'best.pt is not the file this record was made with')
