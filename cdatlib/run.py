@@ -6,7 +6,7 @@ Docs: https://cdatlib.github.io/cdatlib/run.html.md"""
 
 # %% ../nbs/14_run.ipynb #7a14fd29
 from __future__ import annotations
-import contextlib, dataclasses, errno, hashlib, json, time
+import contextlib, dataclasses, errno, hashlib, json, math, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,15 +21,15 @@ from .callbacks import (build_learner, set_seed, load_checkpoint, atomic_write, 
                                RunLock, RunLockError, CheckpointError, NonFiniteLossError, ResumeCB, RunFileError,
                                read_regular, MAX_RECORD_BYTES, MAX_CHECKPOINT_BYTES)
 from .metrics import mean_std_frame, selection_metric
-from .cdat.confidence import fit_confidnet, save_confidnet, load_confidnet
+from .cdat.confidence import fit_confidnet, save_confidnet, load_confidnet, ConfidNet
 from .cdat.masking import masking_analysis
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'STAGES', 'RUNNERS', 'RunFailedError', 'run_device', 'load_data', 'data_report', 'warn_stderr',
            'checked_data', 'RunFolder', 'file_sha256', 'record_sha256', 'addon_args', 'build_addons', 'train_seed',
            'trained_model', 'evaluate_weights', 'Stage', 'method_stages', 'confidnet_seed', 'stage_folders',
-           'run_stages', 'TrainResult', 'train', 'side_by_side', 'LoadedRun', 'load_run', 'evaluate_run', 'predict',
-           'analyze_masking', 'error_line']
+           'run_stages', 'check_arguments', 'TrainResult', 'train', 'side_by_side', 'LoadedRun', 'load_run',
+           'evaluate_run', 'predict', 'analyze_masking', 'error_line']
 
 # %% ../nbs/14_run.ipynb #e3d48458
 class RunFailedError(RuntimeError): "A run that started but could not finish (e.g. every trial of a sweep failed)"
@@ -329,6 +329,31 @@ def run_stages(cfg:TrainConfig, data, folder:RunFolder, state:str='new', test:bo
     if 'cdat' in rows: folder.write_done(row, weights=Path('cdat')/'best.pt')
     return row
 
+# %% ../nbs/14_run.ipynb #879255f8
+def _finite(name, v):
+    "Refuse NaN and infinity anywhere in an argument's value"
+    if isinstance(v, float) and not math.isfinite(v): raise ConfigError(f"{name}: must be a finite number, got {v}")
+    for k, x in (v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, (list, tuple)) else ()): _finite(f"{name}.{k}", x)
+
+def _built(what:str, fn):
+    "Call a constructor; what it refuses becomes one line naming the argument"
+    try: return fn()
+    except (ConfigError, CheckpointError): raise
+    except Exception as e: raise ConfigError(f"{what}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
+
+def check_arguments(cfg:TrainConfig, data):
+    "Build each stage's model and add-ons, and a ConfidNet, once: a bad argument is refused before any training"
+    for name in ('model_args', 'addons', 'confidnet_args'): _finite(name, getattr(cfg, name))
+    stages = [c for c, _ in method_stages(cfg, cfg.seeds[0], Path('.')).values()] if cfg.method else [cfg]
+    for c in stages:
+        _built(f"model_args: {c.model} with {c.model_args}", lambda: build_model(c, data))
+        for a, args in c.addons.items(): # a ConfidNet file that a stage will write is not read here
+            args = {k: v for k, v in args.items() if k != 'confidnet'}
+            kw = {'alpha': c.alpha, 'confidence': 'const', **args} if a == 'cdat' else args
+            _built(f"addons.{a}: {args}", lambda: addon_class(a)(**kw))
+    arch = {k: v for k, v in cfg.confidnet_args.items() if k in ('n_layers', 'hidden', 'dropout', 'sigmoid', 'output')}
+    if cfg.method and cfg.confidence == 'confidnet': _built(f"confidnet_args: {arch}", lambda: ConfidNet(4, **arch))
+
 # %% ../nbs/14_run.ipynb #356655fd
 @dataclass
 class TrainResult:
@@ -393,6 +418,7 @@ def train(cfg:TrainConfig, # what to run
             if cfg.method:
                 for seed, f in folders.items(): stage_folders(cfg, seed, f.path, states[seed]) # and the stages'
             data, device = checked_data(cfg, test, log, warn, data)
+            check_arguments(cfg, data)
             run_seed = run_stages if cfg.method else train_seed
             rows = [run_seed(cfg, data, f, states[s], test, device, progress, log, warn, cbs) for s, f in folders.items()]
     except BaseException: # refused before anything was written: leave no empty folders behind

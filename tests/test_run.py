@@ -130,3 +130,15 @@ def test_a_record_of_other_weights_is_not_believed(tmp_path):
     for v in ck['model'].values(): v.add_(1.)                         # other weights under the record's name
     atomic_save(ck, res.seed_dir(0)/'best.pt')
     assert run.RunFolder(res.seed_dir(0), 0).read_done() == (None, 'best.pt is not the file this record was made with')
+
+@pytest.mark.parametrize('args,needle', [
+    (['--method', 'cdat', '--with-arg', 'cdat.adjust=sideways'], 'addons.cdat'),
+    (['--method', 'cdat', '--confidence', 'confidnet', '--confidnet-arg', 'n_layers=0'], 'confidnet_args'),
+    (['--model-arg', 'dropout=NaN'], 'model_args.dropout: must be a finite number'),
+    (['--with', 'hycon', '--with-arg', 'hycon.temperature=-1'], 'addons.hycon'),
+])
+def test_arguments_are_refused_before_any_training(tmp_path, args, needle):
+    rc, _, err = _main('train', '--epochs', '1', '--device', 'cpu', '--out-dir', str(tmp_path), '--quiet', *args)
+    lines = [l for l in err.splitlines() if l.startswith('cdat:') and 'warning' not in l]
+    assert rc == 2 and len(lines) == 1 and needle in lines[0] and 'probably a bug' not in lines[0], err
+    assert not any(tmp_path.rglob('best.pt'))                       # not even a baseline stage was trained
