@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse, dataclasses, sys
 from pathlib import Path
 from .config import (TrainConfig, ConfigError, read_config_dict, config_from_dict, key_value, find_data_samples,
-                            MODELS, ADDONS, LAYOUTS, LAYOUT_ALIASES, METHODS, CONFIDENCES)
+                            MODELS, ADDONS, LAYOUTS, LAYOUT_ALIASES, METHODS, CONFIDENCES, LEARNABILITY)
 
 # %% auto #0
 __all__ = ['FLAG_FIELDS', 'COMMANDS', 'make_parser', 'config_from_args', 'print_summary', 'main']
@@ -62,6 +62,8 @@ def _run_args(t, verb='train'):
     t.add_argument('--resume', action='store_true', help='continue interrupted seeds, skip finished ones')
     t.add_argument('--overwrite', action='store_true', help='start seeds that already hold a run again, from scratch')
     t.add_argument('--quiet', action='store_true', help='no progress bars')
+    t.add_argument('--accept-data', action='append', default=[], choices=LEARNABILITY, metavar='CHECK',
+                   help=f"train although the data fails this check ({', '.join(LEARNABILITY)}); repeat for several")
 
 # %% ../nbs/25_cli.ipynb #c3ad50b1
 def _analysis_parsers(sub, debug):
@@ -167,7 +169,8 @@ def print_summary(cfg:TrainConfig, summary, test:bool=False):
 def _train(args):
     from cdatlib.run import train
     cfg = config_from_args(args)
-    res = train(cfg, test=args.test, resume=args.resume, overwrite=args.overwrite, progress=False if args.quiet else None)
+    res = train(cfg, test=args.test, resume=args.resume, overwrite=args.overwrite, progress=False if args.quiet else None,
+                accept=args.accept_data)
     print_summary(cfg, res.summary, args.test)
 
 def _tune(args):

@@ -13,11 +13,11 @@ from fastcore.basics import patch
 import cdatlib
 
 # %% auto #0
-__all__ = ['DEFAULT_SAMPLE', 'LAYOUTS', 'LAYOUT_ALIASES', 'MODELS', 'ADDONS', 'METHODS', 'CONFIDENCES', 'CONFIDNET_FIT',
-           'CONFIDNET_FIXED', 'RESUME_SAFE', 'ConfigError', 'find_data_samples', 'registered', 'model_class',
-           'addon_class', 'TrainConfig', 'resolve_layout', 'check_device', 'validate_config', 'save_config',
-           'read_config_dict', 'config_from_dict', 'load_config', 'key_value', 'config_diff', 'build_model',
-           'init_weights']
+__all__ = ['DEFAULT_SAMPLE', 'LAYOUTS', 'LAYOUT_ALIASES', 'MODELS', 'ADDONS', 'METHODS', 'CONFIDENCES', 'LEARNABILITY',
+           'CONFIDNET_FIT', 'CONFIDNET_FIXED', 'RESUME_SAFE', 'ConfigError', 'find_data_samples', 'registered',
+           'model_class', 'addon_class', 'TrainConfig', 'resolve_layout', 'check_device', 'validate_config',
+           'save_config', 'read_config_dict', 'config_from_dict', 'load_config', 'key_value', 'config_diff',
+           'build_model', 'init_weights']
 
 # %% ../nbs/13_config.ipynb #adac32e2
 class ConfigError(ValueError):
@@ -81,6 +81,7 @@ def _accepted(cls)->list:
 # %% ../nbs/13_config.ipynb #82959c43
 METHODS = ('', 'cdat', 'cdat+hycon') # '' = the model alone (with its add-ons)
 CONFIDENCES = ('const', 'ce', 'confidnet') # CDaT's modality-confidence variants
+LEARNABILITY = ('no-positive', 'constant-labels', 'one-sample', 'shared-ids') # data refusals a run may accept (chapter 14)
 
 @dataclass
 class TrainConfig:

@@ -14,7 +14,7 @@ from fastcore.basics import patch
 import pandas as pd
 import torch
 from .config import (TrainConfig, ConfigError, validate_config, save_config, config_from_dict, read_config_dict,
-                            config_diff, resolve_layout, build_model, init_weights, addon_class)
+                            config_diff, resolve_layout, build_model, init_weights, addon_class, LEARNABILITY)
 from .formats import load_dataset, DatasetFormatError
 from .learner import default_device
 from .callbacks import (build_learner, set_seed, load_checkpoint, atomic_write, clean_stale_tmp, dataloaders,
@@ -25,11 +25,11 @@ from .cdat.confidence import fit_confidnet, save_confidnet, load_confidnet, Conf
 from .cdat.masking import masking_analysis
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'STAGES', 'RUNNERS', 'RunFailedError', 'run_device', 'load_data', 'data_report', 'warn_stderr',
-           'checked_data', 'RunFolder', 'file_sha256', 'record_sha256', 'addon_args', 'build_addons', 'train_seed',
-           'trained_model', 'evaluate_weights', 'Stage', 'method_stages', 'confidnet_seed', 'stage_folders',
-           'run_stages', 'check_arguments', 'TrainResult', 'train', 'side_by_side', 'LoadedRun', 'load_run',
-           'evaluate_run', 'predict', 'analyze_masking', 'error_line']
+__all__ = ['RUN_FILES', 'STAGES', 'RUNNERS', 'RunFailedError', 'run_device', 'load_data', 'data_report', 'learnability',
+           'warn_stderr', 'checked_data', 'RunFolder', 'file_sha256', 'record_sha256', 'addon_args', 'build_addons',
+           'train_seed', 'trained_model', 'evaluate_weights', 'Stage', 'method_stages', 'confidnet_seed',
+           'stage_folders', 'run_stages', 'check_arguments', 'TrainResult', 'train', 'side_by_side', 'LoadedRun',
+           'load_run', 'evaluate_run', 'predict', 'analyze_masking', 'error_line']
 
 # %% ../nbs/14_run.ipynb #e3d48458
 class RunFailedError(RuntimeError): "A run that started but could not finish (e.g. every trial of a sweep failed)"
@@ -44,6 +44,7 @@ def load_data(cfg:TrainConfig):
 
 def data_report(data, # a `MultimodalData`
                 test:bool=False, # the test split will be evaluated
+                accept=(), # names of `LEARNABILITY` checks the caller accepts: said as warnings, not refused
                )->tuple:
     "(warnings, problems): what the reader noticed, and what makes training on `data` meaningless"
     w, p = getattr(data, 'warnings', None), getattr(data, 'problems', None)
@@ -59,7 +60,34 @@ def data_report(data, # a `MultimodalData`
         if q.endswith(': no samples'): continue # said above, with what it means for this run
         if q.startswith('test') and not test: warns.append(f"{q} (the test split is not used without --test)")
         else: probs.append(q)
+    found = learnability(data) if len(data.train) else {}
+    warns = [w for w in warns if not any(w == line for line in found.get('shared-ids', []))] # said below, as what it is
+    for name, lines in found.items():
+        if name in accept: warns += [f"{l} (accepted: --accept-data {name})" for l in lines]
+        else: probs += [f"{l} (--accept-data {name} trains anyway)" if name in LEARNABILITY else l for l in lines]
     return warns, probs
+
+# %% ../nbs/14_run.ipynb #fc64974d
+def _label_checks(data)->dict:
+    y, kind, out = data.train.labels, data.task.kind, {}
+    if kind in ('multilabel', 'binary_per_class') and not (y > 0).any():
+        out['no-positive'] = ["train.labels: no training sample has a positive label, so every F1 would be 0"]
+    if len(y) > 1 and bool((y == y[:1]).all()):
+        out['constant-labels'] = [f"train.labels: every training label is {y[0].tolist()}: there is nothing to learn"]
+    return out
+
+def learnability(data)->dict:
+    "{check: [lines]} of what makes training on `data` meaningless though it reads; 'scale' and 'feature-size' too"
+    out = _label_checks(data)
+    one = [f"{s}: one sample, too few to select on or to report" for s in ('train', 'valid') if len(data[s]) == 1]
+    if one: out['one-sample'] = one
+    for s in ('valid', 'test'):
+        shared = set(data[s].ids) & set(data.train.ids)
+        if shared: out.setdefault('shared-ids', []).append(f"{s}.id: {len(shared)} of its ids are also train ids (e.g. {sorted(shared)[0]!r})")
+    for s in ('valid', 'test'):
+        for m, d in data[s].dims.items():
+            if len(data[s]) and d != data.train.dims[m]: out.setdefault('feature-size', []).append(f"{s}.{m}: {d} features, train has {data.train.dims[m]}")
+    return out
 
 # %% ../nbs/14_run.ipynb #54045ac5
 def warn_stderr(msg:str):
@@ -67,10 +95,16 @@ def warn_stderr(msg:str):
     import sys
     print(f"cdat: warning: {msg}", file=sys.stderr)
 
-def checked_data(cfg:TrainConfig, test:bool=False, log=print, warn=warn_stderr, data=None)->tuple:
+def _scale_warnings(data, limit:float=1e4)->list:
+    "Features whose values are far beyond what a network trains well on (standardise them)"
+    return [f"{s}.{m}: values up to {float(x.abs().max()):.3g}; standardise the features (absurd scale)"
+            for s in ('train',) for m, x in data[s].features.items() if x.numel() and float(x.abs().max()) > limit]
+
+def checked_data(cfg:TrainConfig, test:bool=False, log=print, warn=warn_stderr, data=None, accept=())->tuple:
     "(data, device) of a run: the data loaded (unless given), its warnings said, its problems refused (`data_report`)"
     data = load_data(cfg) if data is None else data
-    warns, probs = data_report(data, test)
+    warns, probs = data_report(data, test, accept)
+    warns += _scale_warnings(data)
     for w in warns: warn(f"{cfg.data_path()}: {w}")
     if probs: raise ConfigError(f"data: {cfg.data_path()}: {'; '.join(probs)}")
     device = run_device(cfg)
@@ -339,7 +373,8 @@ def _built(what:str, fn):
     "Call a constructor; what it refuses becomes one line naming the argument"
     try: return fn()
     except (ConfigError, CheckpointError): raise
-    except Exception as e: raise ConfigError(f"{what}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
+    except (TypeError, ValueError, KeyError, AssertionError) as e: # how constructors refuse an argument; others are bugs
+        raise ConfigError(f"{what}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
 
 def check_arguments(cfg:TrainConfig, data):
     "Build each stage's model and add-ons, and a ConfidNet, once: a bad argument is refused before any training"
@@ -404,6 +439,7 @@ def train(cfg:TrainConfig, # what to run
           warn=warn_stderr, # where warnings about the data and the run go
           data=None, # a `MultimodalData` to train on instead of reading `cfg.data` (which is still recorded)
           cbs=(), # extra callbacks for every seed's learner (e.g. a timer)
+          accept=(), # names of `LEARNABILITY` refusals to train through anyway (said as warnings)
          )->TrainResult:
     "Train one run per seed of `cfg` (a method's stages for each); return a `TrainResult`"
     validate_config(cfg)
@@ -417,7 +453,7 @@ def train(cfg:TrainConfig, # what to run
             states = {seed: f.state(cfg, resume, overwrite) for seed, f in folders.items()} # all checked first
             if cfg.method:
                 for seed, f in folders.items(): stage_folders(cfg, seed, f.path, states[seed]) # and the stages'
-            data, device = checked_data(cfg, test, log, warn, data)
+            data, device = checked_data(cfg, test, log, warn, data, accept)
             check_arguments(cfg, data)
             run_seed = run_stages if cfg.method else train_seed
             rows = [run_seed(cfg, data, f, states[s], test, device, progress, log, warn, cbs) for s, f in folders.items()]

@@ -142,3 +142,49 @@ def test_arguments_are_refused_before_any_training(tmp_path, args, needle):
     lines = [l for l in err.splitlines() if l.startswith('cdat:') and 'warning' not in l]
     assert rc == 2 and len(lines) == 1 and needle in lines[0] and 'probably a bug' not in lines[0], err
     assert not any(tmp_path.rglob('best.pt'))                       # not even a baseline stage was trained
+
+# ---------------------------------------------------------------- data that reads but cannot teach anything
+def _sample_with(**train_changes):
+    import copy
+    from cdatlib.formats import load_dataset
+    from cdatlib.config import find_data_samples
+    data = load_dataset(find_data_samples()/'tailor_mosei_aligned.pt')
+    data.splits_ = dict(data.splits_)
+    tr = data.splits_['train'] = copy.copy(data.train)
+    for k, v in train_changes.items(): setattr(tr, k, v(tr))
+    return data
+
+@pytest.mark.parametrize('changes,check,needle', [
+    (dict(labels=lambda tr: tr.labels * 0), 'no-positive', 'train.labels: no training sample has a positive label'),
+    (dict(labels=lambda tr: tr.labels * 0 + 1), 'constant-labels', 'train.labels: every training label is'),
+    (dict(ids=lambda tr: ['valid_0'] + list(tr.ids[1:])), 'shared-ids', 'valid.id: 1 of its ids are also train ids'),
+])
+def test_unlearnable_data_is_refused_unless_accepted(tmp_path, changes, check, needle):
+    data = _sample_with(**changes)
+    cfg = TrainConfig(epochs=1, device='cpu', out_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match='--accept-data ' + check): run.train(cfg, data=data, **QUIET)
+    assert not (tmp_path/cfg.name()).exists()                        # refused before anything was written
+    warned = []
+    also = ['constant-labels'] if check == 'no-positive' else []     # all-zero labels are constant too
+    run.train(cfg, data=data, accept=[check, *also], progress=False, log=lambda *a: None, warn=warned.append)
+    assert any(needle in w and 'accepted' in w for w in warned), warned
+
+def test_feature_sizes_must_match_across_splits(tmp_path):
+    import copy
+    data = _sample_with()
+    te = data.splits_['test'] = copy.copy(data.test)
+    te.features = {**te.features, 'audio': te.features['audio'][..., :5]}
+    with pytest.raises(ConfigError, match='test.audio: 5 features, train has 12'):
+        run.train(TrainConfig(epochs=1, device='cpu', out_dir=str(tmp_path)), data=data, **QUIET)
+
+def test_absurd_feature_scales_are_a_warning(tmp_path):
+    data = _sample_with(features=lambda tr: {**tr.features, 'vision': tr.features['vision'] * 1e30})
+    warned = []
+    run.train(TrainConfig(epochs=1, device='cpu', out_dir=str(tmp_path)), data=data, progress=False,
+              log=lambda *a: None, warn=warned.append)
+    assert any('train.vision: values up to' in w and 'absurd scale' in w for w in warned), warned
+
+def test_accept_data_from_the_command_line():
+    args = make_parser().parse_args(['train', '--accept-data', 'no-positive', '--accept-data', 'shared-ids'])
+    assert args.accept_data == ['no-positive', 'shared-ids']
+    with pytest.raises(ConfigError, match="invalid choice: 'everything'"): make_parser().parse_args(['train', '--accept-data', 'everything'])
