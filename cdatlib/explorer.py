@@ -117,12 +117,17 @@ def planted_misaligned(data_path, # a sample file, e.g. data_samples/tailor_mose
     if not m.exists():
         if manifest is not None: raise FileNotFoundError(f"{m}: no such manifest")
         return {}
-    with open(m) as f: man = json.load(f)
+    from cdatlib.callbacks import read_regular
+    try: man = json.loads(read_regular(m))
+    except ValueError as e: raise ValueError(f"{m}: not a manifest ({str(e).splitlines()[0]})") from None
+    if not isinstance(man, dict): raise ValueError(f"{m}: not a manifest (expected an object of file names)")
     if p.name not in man:
         if manifest is None: return {} # a data file of another origin that happens to sit beside a manifest
         raise ValueError(f"{m}: no entry for {p.name!r} (the manifest lists {sorted(man)})")
-    entries = man[p.name].get(split)
-    if entries is None: raise ValueError(f"{m}: {p.name!r} has no split {split!r}")
+    entries = man[p.name].get(split) if isinstance(man[p.name], dict) else None
+    if not isinstance(entries, list): raise ValueError(f"{m}: {p.name!r} has no split {split!r}")
+    if not all(isinstance(e, dict) and 'id' in e and 'modality' in e for e in entries):
+        raise ValueError(f"{m}: {p.name!r}, {split}: every entry needs an 'id' and a 'modality'")
     return {str(e['id']): e['modality'] for e in entries}
 
 # %% ../nbs/23_explorer.ipynb #72698fd5

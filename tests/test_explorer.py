@@ -199,3 +199,12 @@ def test_planted_manifest_errors(tmp_path):
     with pytest.raises(ValueError, match="no entry for 'x.pt'"):
         planted_misaligned('x.pt', 'test', manifest=find_data_samples()/'misaligned.json')
     assert planted_misaligned(tmp_path/'real.pkl', 'test') == {}
+
+@pytest.mark.parametrize('text,needle', [('{"a": ', 'not a manifest'), ('[1, 2]', 'not a manifest'),
+                                         ('{"x.pt": {"test": [{"id": 1}]}}', "needs an 'id' and a 'modality'"),
+                                         ('{"x.pt": {"valid": []}}', "has no split 'test'")])
+def test_a_bad_manifest_is_one_error_naming_it(tmp_path, text, needle):
+    from cdatlib.explorer import planted_misaligned
+    (tmp_path/'misaligned.json').write_text(text)
+    with pytest.raises(ValueError, match=needle) as e: planted_misaligned(tmp_path/'x.pt', 'test', tmp_path/'misaligned.json')
+    assert 'misaligned.json' in str(e.value)
