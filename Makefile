@@ -25,8 +25,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# --resume: the first call trains, a later one reports the finished run and keeps it (exit 0 both times)
 run: $(STAMP)
-	$(VENV)/bin/cdat train
+	$(VENV)/bin/cdat train --resume
 
 test: $(STAMP)
 	# one BLAS/OpenMP thread per notebook: two notebooks run side by side, and oversubscribed cores make torch crawl
@@ -36,7 +37,7 @@ test: $(STAMP)
 # the course in JupyterLab (installs the `course` extra the first time)
 lab: $(STAMP)
 	test -x $(VENV)/bin/jupyter-lab || $(PY) -m pip install --quiet -e ".[course]"
-	$(VENV)/bin/jupyter-lab nbs/
+	$(VENV)/bin/jupyter-lab nbs/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)   # containers and cloud boxes run as root
 
 docs: $(STAMP)
 	$(PY) tools/build_docs.py
