@@ -6,7 +6,7 @@ Docs: https://cdatlib.github.io/cdatlib/reproduce.html.md"""
 
 # %% ../nbs/24_reproduce.ipynb #8ee89661
 from __future__ import annotations
-import argparse, dataclasses, json, math, os, platform, re, subprocess, sys, time
+import argparse, dataclasses, json, math, os, platform, re, socket, subprocess, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -20,14 +20,16 @@ from .hycon import normalise, same_class, intra_scores, inter_scores
 from .metrics import format_mean_std
 from .experiments.hycon_mosi import PUBLISHED as MOSI_PUBLISHED   # Mai et al.'s MOSI figures, stored once (chapter 20)
 from .experiments.real_mosi import md_table, package_versions   # the shared report helpers (chapter 15)
+from .run import RunFailedError
+from .tune import ray_connect, nodes_text, _first_line   # Ray joined or started, one line per failure (chapter 21)
 
 # %% auto #0
 __all__ = ['ALT_LOSSES', 'ALT_MARGINS', 'DATASETS', 'SENTIMENT', 'EMOTIONS_ML', 'IEMOCAP', 'MASKING', 'COMPLEXITY', 'BASELINES',
            'CONFIDNET_GRID', 'CDAT_BASE', 'HYCON_BASE', 'EXPERIMENTS', 'PUBLISHED', 'SMOKE', 'SMOKE_MODEL_ARGS',
-           'SMOKE_CONFIDNET', 'PERCENT', 'alt_loss_loop', 'alt_loss', 'AltContrastive', 'Row', 'Experiment', 'slug',
-           'resolve', 'pending', 'train_unit', 'run_local', 'ray_init', 'run_ray', 'per_seed_table', 'summary_table',
-           'environment', 'plot_table', 'write_report', 'reproduce', 'reproduce_parser', 'list_experiments',
-           'run_reproduce', 'main']
+           'SMOKE_CONFIDNET', 'RETRIES', 'PERCENT', 'alt_loss_loop', 'alt_loss', 'AltContrastive', 'Row', 'Experiment',
+           'slug', 'resolve', 'pending', 'train_unit', 'run_local', 'ray_init', 'run_ray', 'per_seed_table',
+           'summary_table', 'environment', 'plot_table', 'write_report', 'reproduce', 'reproduce_parser',
+           'list_experiments', 'run_reproduce', 'main']
 
 # %% ../nbs/24_reproduce.ipynb #d6afee13
 ALT_LOSSES = ('triplet', 'hard_triplet', 'npair', 'contrastive')
@@ -404,36 +406,61 @@ def run_local(cfgs:dict, log=print)->dict:
     return out
 
 # %% ../nbs/24_reproduce.ipynb #0a997c0c
-def ray_init(address:str=None, # 'local': start a local Ray; anything else: connect to that cluster ('auto', 'ray://...')
+def ray_init(address:str=None, # 'local': start a local Ray; else join that cluster ('auto', HOST:PORT, 'ray://HOST:PORT')
              num_cpus:int=None, # for a local Ray
-            ):
-    "Connect to (or start) Ray; a clear message when it is not installed"
+            )->tuple:
+    "(ray, started): Ray joined or started (`ray_connect`, chapter 21); not installed, or failing, it is one line"
     try: import ray
     except ImportError: raise ConfigError('--ray-address: Ray is not installed; pip install "ray[tune]>=2.9" (or pip install -e ".[tune]")') from None
-    if ray.is_initialized(): return ray
-    kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
-    if address in (None, 'local'): ray.init(num_cpus=num_cpus, **kw)
-    else: ray.init(address=address, **kw)
-    return ray
+    return ray_connect(address, num_cpus)
 
-def run_ray(cfgs:dict, address:str='local', log=print, num_cpus:int=None)->dict:
+RETRIES = 3 # a unit whose worker or node died runs again up to this often, from its last.pt
+
+def _unit_task(cfg_dict:dict, seed:int)->dict:
+    "What a Ray task runs: one unit, and where it ran (node, host, process)"
+    import ray
+    return {'row': train_unit(cfg_dict, seed), 'node': ray.get_runtime_context().get_node_id(),
+            'host': socket.gethostname(), 'pid': os.getpid()}
+
+def _check_nodes(nodes:list, gpus:float):
+    "A unit needs a CPU (or, on a cluster with GPUs, a GPU) on one node; else Ray would wait forever"
+    need = 'GPU' if gpus else 'CPU'
+    if not any(n.get('Resources', {}).get(need, 0) >= 1 for n in nodes if n.get('Alive', True)):
+        raise ConfigError(f"--ray-address: no node of the Ray cluster has a {need} to run a unit on (nodes: {nodes_text(nodes)}); "
+                          "add a worker node (`ray start --address=HEAD:PORT`)")
+
+def _unit_result(ray, ref, label:str, seed:int, retries:int)->dict:
+    "A finished unit's result; its failure, as one line"
+    try: return ray.get(ref)
+    except ray.exceptions.RayTaskError as e: # the unit raised: its own error (a ConfigError stays one)
+        cause = getattr(e, 'cause', None)
+        raise (cause if isinstance(cause, Exception) else RunFailedError(f"{label} seed {seed}: {_first_line(e)}")) from None
+    except ray.exceptions.RayError as e: # its worker or node was lost more often than it was retried
+        raise RunFailedError(f"{label} seed {seed}: Ray lost it {retries + 1} times ({_first_line(e)}); run the same "
+                             "command again: finished units are kept, and this one resumes") from None
+
+# %% ../nbs/24_reproduce.ipynb #67df86e1
+def run_ray(cfgs:dict, address:str='local', log=print, num_cpus:int=None,
+            retries:int=RETRIES, # runs of a unit after the first, when its worker or node dies
+           )->dict:
     "Spread the unfinished (row, seed) units over Ray (one GPU per unit where there are GPUs), then read the rows back"
-    ray = ray_init(address, num_cpus)
-    started_here = address in (None, 'local')
+    ray, started = ray_init(address, num_cpus)
     try:
         gpus = ray.cluster_resources().get('GPU', 0)
-        task = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1 if not gpus else 0)(train_unit)
+        _check_nodes(ray.nodes(), gpus)
+        task = ray.remote(num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1, max_retries=retries,
+                          retry_exceptions=False)(_unit_task) # retried: lost workers and nodes, not the unit's own errors
         units = pending(cfgs)
-        log(f"ray: {len(units)} unit(s) to train on {int(ray.cluster_resources().get('CPU', 0))} CPU(s), {int(gpus)} GPU(s)")
+        log(f"ray: {len(units)} unit(s) to train on {nodes_text(ray.nodes())}")
         refs = {task.remote(dataclasses.asdict(cfgs[label]), s): (label, s) for label, s in units}
         left = list(refs)
         while left:
             ready, left = ray.wait(left, num_returns=1)
             label, s = refs[ready[0]]
-            ray.get(ready[0]) # raises the unit's error here
-            log(f"ray: done {label} seed {s} ({len(refs) - len(left)}/{len(refs)})")
+            r = _unit_result(ray, ready[0], label, s, retries)
+            log(f"ray: done {label} seed {s} on node {r['node'][:8]} ({r['host']}, pid {r['pid']}) ({len(refs) - len(left)}/{len(refs)})")
     finally:
-        if started_here: ray.shutdown()
+        if started: ray.shutdown() # a Ray started here stops; a cluster is only left
     return run_local(cfgs, log=_quiet) # every seed is finished: this only reads them back and writes the summaries
 
 # %% ../nbs/24_reproduce.ipynb #d7c10241

@@ -6,7 +6,7 @@ Docs: https://cdatlib.github.io/cdatlib/tune.html.md"""
 
 # %% ../nbs/21_tune.ipynb #cf7f9a75
 from __future__ import annotations
-import dataclasses, shutil
+import collections, contextlib, dataclasses, os, shutil, socket
 from pathlib import Path
 import pandas as pd
 from .config import TrainConfig, ConfigError, validate_config
@@ -18,7 +18,8 @@ from .run import (RunFolder, RunFailedError, method_stages, stage_folders, run_s
 
 # %% auto #0
 __all__ = ['ALPHA_RANGES', 'RAY_HINT', 'require_ray', 'alpha_bounds', 'TuneReportCB', 'run_trial', 'best_trial', 'tune_dir',
-           'tune_cdat', 'print_tune']
+           'reachable', 'cluster_address', 'ray_connect', 'nodes_text', 'check_resources', 'ray_cluster', 'tune_cdat',
+           'print_tune']
 
 # %% ../nbs/21_tune.ipynb #7e6253ad
 ALPHA_RANGES = {'paper': (1e4, 1e7), # the paper: "alpha is searched in [1e4, 1e7]"
@@ -45,7 +46,7 @@ class TuneReportCB(Callback):
     def __init__(self, report): self.report = report
     def after_epoch(self, learn):
         m = {f'valid_{k}': v for k, v in learn.metrics['valid'].items()}
-        self.report({**m, 'epoch': learn.epoch, 'best_epoch': learn.best_epoch})
+        self.report({**m, 'epoch': learn.epoch, 'best_epoch': learn.best_epoch, 'epochs_done': learn.epoch + 1})
 
 def run_trial(cfg:TrainConfig, # the CDaT run (method 'cdat') whose stages 1 and 2 are done in `top`
               alpha:float, # this trial's transfer weight
@@ -55,12 +56,16 @@ def run_trial(cfg:TrainConfig, # the CDaT run (method 'cdat') whose stages 1 and
               report=None, # called with the validation metrics after every epoch
               device=None, # default: the configuration's
              )->dict:
-    "One trial: CDaT's stage 3 with `alpha`, a plain checkpointed run in its own folder; returns its row"
+    "One trial: CDaT's stage 3 with `alpha`, a checkpointed run in its own folder (run again, it resumes); returns its row"
     c, _ = method_stages(dataclasses.replace(cfg, alpha=float(alpha)), seed, top)['cdat']
     folder = RunFolder(Path(top)/'trials'/trial, seed)
-    state = 'overwrite' if folder.present() else 'new' # a trial Ray restarts begins again
     quiet = lambda *a: None
     with folder.lock():
+        state = folder.state(c, resume=True) # 'new'; 'resume' when Ray restarts the trial (its node died): from last.pt
+        done = folder.read_done()[0]
+        if done is not None and report: # it had finished before its node died: Ray gets its result once more
+            report({**{k: v for k, v in done.items() if k.startswith('valid_')}, 'epoch': done['best_epoch'],
+                    'best_epoch': done['best_epoch'], 'epochs_done': c.epochs})
         return train_seed(c, load_data(c), folder, state, False, device or run_device(c), False, quiet, quiet,
                           cbs=[TuneReportCB(report)] if report else [])
 
@@ -102,46 +107,144 @@ def _check_sweep(cfg, num_samples, resume, overwrite):
     if not (isinstance(num_samples, int) and num_samples >= 1): raise ConfigError(f"samples: at least 1 trial, got {num_samples}")
     if resume and overwrite: raise ConfigError("resume and overwrite: choose one")
 
-# %% ../nbs/21_tune.ipynb #58c70830
-def _run_sweep(cfg, top, device, col, mode, lo, hi, num_samples, ray_address, cpus_per_trial, gpus_per_trial, num_cpus,
-               grace_period, reduction_factor, log):
-    "Ray Tune over alpha with ASHA: the trials' results (a local Ray is started here and shut down again)"
-    ray, tune = require_ray()
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search import BasicVariantGenerator
-    started = not ray.is_initialized()
-    if started and ray_address: ray.init(address=ray_address, log_to_driver=False)
-    elif started: ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+# %% ../nbs/21_tune.ipynb #bb6d3ba3
+def _first_line(e:BaseException)->str:
+    "The first line of an error's message (Ray's hold whole tracebacks)"
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    return lines[0] if lines else type(e).__name__
+
+def reachable(host:str, port:int, timeout:float=3.)->str:
+    "'' when something accepts a TCP connection at host:port within `timeout` seconds; else why not"
     try:
-        gpus = gpus_per_trial if gpus_per_trial is not None else float(device.type == 'cuda')
-        trainable = tune.with_resources(
-            tune.with_parameters(_ray_trial, cfg=dataclasses.asdict(cfg), seed=cfg.seeds[0], top=str(top),
-                                 threads=max(1, int(cpus_per_trial))),
-            {'cpu': cpus_per_trial, 'gpu': gpus})
-        epochs = cfg.cdat_epochs or cfg.epochs
-        tuner = tune.Tuner(trainable, param_space={'alpha': tune.loguniform(lo, hi)},
-            tune_config=tune.TuneConfig(metric=col, mode=mode, num_samples=num_samples,
-                scheduler=ASHAScheduler(max_t=epochs, grace_period=min(grace_period, epochs), reduction_factor=reduction_factor),
-                search_alg=BasicVariantGenerator(random_state=cfg.seeds[0])), # the same alphas for the same seed
-            run_config=tune.RunConfig(name='sweep', storage_path=str(top/'ray'), verbose=0))
-        log(f"sweep: {num_samples} trial(s), alpha log-uniform in [{lo:g}, {hi:g}], ASHA on {col} ({mode}), "
-            f"{'Ray at ' + ray_address if ray_address else 'local Ray'}")
-        return tuner.fit()
+        with socket.create_connection((host, int(port)), timeout=timeout): return ''
+    except socket.timeout: return f"nothing answered within {timeout:g} s"
+    except OSError as e: return e.strerror or type(e).__name__
+
+def cluster_address(address:str, # 'auto', HOST:PORT or ray://HOST:PORT
+                    flag:str='--ray-address', # how errors name it
+                   )->str:
+    "The HOST:PORT Ray connects to for `address`, checked to answer; else a `ConfigError` saying what to do"
+    client = address.startswith('ray://')
+    boot = address[len('ray://'):].split('/')[0] if client else address
+    if not client:
+        try: from ray._private.services import canonicalize_bootstrap_address as canonical # Ray's own reading
+        except ImportError: canonical = lambda a: a
+        try: boot = canonical(address)
+        except ConnectionError: raise ConfigError(f"{flag} {address}: no running Ray cluster found on this machine; start "
+                                                  "one (`ray start --head`) or give the head's HOST:PORT") from None
+        except ValueError as e: raise ConfigError(f"{flag} {address}: {_first_line(e)}; expected auto, HOST:PORT "
+                                                  "(e.g. 10.0.0.1:6379) or ray://HOST:10001") from None
+    host, _, port = (boot or '').rpartition(':')
+    if not (host and port.isdigit()): raise ConfigError(f"{flag} {address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    if why := reachable(host.strip('[]'), int(port)):
+        raise ConfigError(f"{flag} {address}: no Ray cluster answers at {boot} ({why}); start its head there "
+                          f"(`ray start --head --port={port}`), or give the address `ray start --head` printed")
+    return boot
+
+# %% ../nbs/21_tune.ipynb #93004696
+def _ray_failure(e:BaseException, address:str, flag:str)->str:
+    "One line for a failure of `ray.init`: where, Ray's first line, and what to do"
+    why, text = _first_line(e), f"{e} {e.__cause__ or ''}"
+    if address in (None, 'local'):
+        return (f"Ray could not start on this machine: {why}; start it yourself, sized to fit (`ray start --head "
+                "--num-cpus=N --object-store-memory=BYTES`), then pass {flag} auto")
+    if 'uthentication' in text or 'auth_token' in text:
+        fix = "the cluster checks a token: set RAY_AUTH_TOKEN here to the head's (its ~/.ray/auth_token)"
+    elif 'ersion mismatch' in text: fix = "run the same Ray and Python versions here as on the cluster"
+    else: fix = "check that it is the head's address (`ray start --head` prints it) and that the head is up (`ray status`)"
+    return f"{flag} {address}: could not join the Ray cluster: {why}; {fix}"
+
+def ray_connect(address:str=None, # None or 'local': start a Ray here; 'auto', HOST:PORT or ray://HOST:PORT: join it
+                num_cpus:int=None, # CPUs of a Ray started here (default: all)
+                flag:str='--ray-address', # how errors name the address
+               )->tuple:
+    "(ray, started): Ray joined or started here (`started`: shut it down after); its failures are one `ConfigError` line"
+    ray, _ = require_ray()
+    if ray.is_initialized(): return ray, False
+    local = address in (None, 'local')
+    if not local: cluster_address(address, flag)
+    try: ray.init(**({'num_cpus': num_cpus} if local else {'address': address}),
+                  include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except Exception as e:
+        with contextlib.suppress(Exception): ray.shutdown() # what it left half started
+        raise ConfigError(_ray_failure(e, address, flag)) from None
+    return ray, True
+
+# %% ../nbs/21_tune.ipynb #8a5864b5
+def nodes_text(nodes:list)->str:
+    "The live nodes of `ray.nodes()` in a few words, e.g. '2 x (8 CPU, 1 GPU)'"
+    live = [n.get('Resources', {}) for n in nodes if n.get('Alive', True)]
+    kinds = collections.Counter((r.get('CPU', 0), r.get('GPU', 0)) for r in live)
+    return ', '.join(f"{k} x ({c:g} CPU, {g:g} GPU)" for (c, g), k in kinds.items()) or 'no live node'
+
+def _local_nodes(num_cpus:int=None)->list:
+    "What a Ray started here would have, as `ray.nodes()` says it"
+    import torch
+    return [{'Alive': True, 'Resources': {'CPU': float(num_cpus or os.cpu_count() or 1), 'GPU': float(torch.cuda.device_count())}}]
+
+def check_resources(nodes:list, # `ray.nodes()` (the live ones count)
+                    cpus:float, gpus:float, # what one trial reserves
+                    flags:tuple=('--cpus-per-trial', '--gpus-per-trial'), # how errors name them
+                   ):
+    "Refuse a trial that no single node can hold (Ray would wait for such a node forever)"
+    live = [n.get('Resources', {}) for n in nodes if n.get('Alive', True)]
+    most = lambda k: max((r.get(k, 0) for r in live), default=0)
+    where = f"no node of the Ray cluster has that many (nodes: {nodes_text(nodes)})"
+    if gpus > most('GPU'):
+        fix = f"ask for at most {most('GPU'):g}" if most('GPU') else "use 0 (the trials run on CPUs)"
+        raise ConfigError(f"{flags[1]} {gpus:g}: {where}; {fix}, or join a cluster with GPU nodes (--ray-address)")
+    if cpus > most('CPU'): raise ConfigError(f"{flags[0]} {cpus:g}: {where}; a trial runs on one node: ask for at most {most('CPU'):g}")
+    if not any(r.get('CPU', 0) >= cpus and r.get('GPU', 0) >= gpus for r in live):
+        raise ConfigError(f"{flags[0]} {cpus:g} with {flags[1]} {gpus:g}: no node has both (nodes: {nodes_text(nodes)}); ask for less")
+
+@contextlib.contextmanager
+def ray_cluster(address:str=None, num_cpus:int=None, # as `ray_connect`'s
+                cpus:float=1, gpus:float=0, # what one trial reserves
+               ):
+    "Ray joined or started here, checked to hold a trial before anything waits; a Ray this started is shut down after"
+    ray, _ = require_ray()
+    if address in (None, 'local') and not ray.is_initialized(): check_resources(_local_nodes(num_cpus), cpus, gpus)
+    ray, started = ray_connect(address, num_cpus)
+    try:
+        check_resources(ray.nodes(), cpus, gpus) # the nodes themselves, now that they can be asked
+        yield ray
     finally:
         if started: ray.shutdown()
 
+# %% ../nbs/21_tune.ipynb #58c70830
+def _run_sweep(ray, cfg, top, col, mode, lo, hi, num_samples, cpus, gpus, grace_period, reduction_factor, max_failures, log):
+    "Ray Tune over alpha with ASHA, on the Ray `ray` is connected to: the trials' results"
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator
+    trainable = tune.with_resources(
+        tune.with_parameters(_ray_trial, cfg=dataclasses.asdict(cfg), seed=cfg.seeds[0], top=str(top), threads=max(1, int(cpus))),
+        {'cpu': cpus, 'gpu': gpus})
+    epochs = cfg.cdat_epochs or cfg.epochs
+    asha = ASHAScheduler(time_attr='epochs_done', max_t=epochs, grace_period=min(grace_period, epochs), reduction_factor=reduction_factor)
+    tuner = tune.Tuner(trainable, param_space={'alpha': tune.loguniform(lo, hi)},
+        tune_config=tune.TuneConfig(metric=col, mode=mode, num_samples=num_samples, scheduler=asha,
+            search_alg=BasicVariantGenerator(random_state=cfg.seeds[0])), # the same alphas for the same seed
+        run_config=tune.RunConfig(name='sweep', storage_path=str(top/'ray'), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=max_failures))) # a dead node's trials run again
+    log(f"sweep: {num_samples} trial(s), alpha log-uniform in [{lo:g}, {hi:g}], ASHA on {col} ({mode}); Ray: "
+        f"{nodes_text(ray.nodes())}, {cpus:g} CPU and {gpus:g} GPU per trial")
+    return tuner.fit()
+
 # %% ../nbs/21_tune.ipynb #1ce1d120
 def _trial_rows(results, top, col, mode, warn)->list:
-    "One row per trial that reported `col`: its alpha, its best score and its folder; failed trials warned about"
+    "One row per trial, read from its folder's log.csv: its alpha, its best score, its epochs; failed trials warned about"
     rows, failed = [], []
     for r in results:
-        if r.error is not None or r.metrics_dataframe is None or col not in r.metrics_dataframe:
-            failed.append(str(r.error or 'no result').strip().splitlines()[-1]); continue
-        df = r.metrics_dataframe
-        vals = df[col].dropna()
-        rows.append({'trial': r.metrics['trial_id'], 'alpha': float(r.config['alpha']),
+        trial = (r.metrics or {}).get('trial_id')
+        log = top/'trials'/str(trial)/'log.csv'
+        if r.error is not None or not trial or not log.exists():
+            failed.append(_first_line(r.error or 'no result')); continue
+        df = pd.read_csv(log) # every epoch the trial trained, over all its runs (a restarted trial's too)
+        vals = df[col].dropna() if col in df else pd.Series(dtype=float)
+        rows.append({'trial': trial, 'alpha': float(r.config['alpha']),
                      col: float(vals.max() if mode == 'max' else vals.min()) if len(vals) else float('nan'),
-                     'epochs': int(df['training_iteration'].max()), 'run_dir': str(top/'trials'/r.metrics['trial_id'])})
+                     'epochs': len(df), 'run_dir': str(top/'trials'/trial)})
     if failed and not rows: raise RunFailedError(f"all {len(failed)} trials failed; the first: {failed[0]}")
     for f in failed: warn(f"a trial failed: {f}")
     return rows
@@ -164,24 +267,36 @@ def _finished_sweep(cfg, data, top, test, log)->dict:
     log(f"sweep of seed {cfg.seeds[0]}: already finished, {top.path}")
     return row
 
+# %% ../nbs/21_tune.ipynb #b4d8607f
+def _prepare(cfg, num_samples, alpha_range, resume, overwrite, ray_address, num_cpus, cpus, gpus)->tuple:
+    "(cfg with absolute paths, seed, alpha's bounds, GPUs per trial); what can be refused is, before anything is trained"
+    _check_sweep(cfg, num_samples, resume, overwrite)
+    bounds = alpha_bounds(alpha_range)
+    ray, _ = require_ray()
+    cfg = _absolute(cfg)
+    gpus = gpus if gpus is not None else float(run_device(cfg).type == 'cuda') # one per trial on CUDA
+    if not ray.is_initialized(): # before Ray starts: a trial larger than this machine, an address where nothing answers
+        if ray_address in (None, 'local'): check_resources(_local_nodes(num_cpus), cpus, gpus)
+        else: cluster_address(ray_address)
+    return cfg, cfg.seeds[0], bounds, gpus
+
 # %% ../nbs/21_tune.ipynb #a202e724
 def tune_cdat(cfg:TrainConfig, # a CDaT run (method 'cdat' or 'cdat+hycon') with one seed; its alpha is searched
               num_samples:int=10, # trials (the official search: 10)
               alpha_range:str='paper', # 'paper': log-uniform in [1e4, 1e7]; 'code': [1, 1e7]
-              ray_address:str=None, # an existing Ray cluster; None: start a local one
+              ray_address:str=None, # a running Ray cluster ('auto', HOST:PORT, ray://HOST:PORT); None: a Ray started here
               test:bool=False, # evaluate the best trial (and the baseline) on the test split, once
               resume:bool=False, # a finished sweep is reported again; stages 1 and 2 are reused
               overwrite:bool=False, # start the sweep's folder again
               cpus_per_trial:float=1, gpus_per_trial:float=None, # resources per trial; GPUs default 1 on CUDA, else 0
               num_cpus:int=None, # CPUs of a local Ray (default: all)
               grace_period:int=1, reduction_factor:float=2, # ASHA's, as the official search
+              max_failures:int=3, # a failed trial (its node died) runs again up to this often, from its last.pt
               log=print, warn=warn_stderr,
              )->dict:
     "Search CDaT's alpha with Ray Tune and ASHA on the validation metric; test the best trial's checkpoint once"
-    _check_sweep(cfg, num_samples, resume, overwrite)
-    lo, hi = alpha_bounds(alpha_range)
-    require_ray() # before anything is trained
-    cfg, seed = _absolute(cfg), cfg.seeds[0]
+    cfg, seed, (lo, hi), gpus = _prepare(cfg, num_samples, alpha_range, resume, overwrite, ray_address, num_cpus,
+                                         cpus_per_trial, gpus_per_trial)
     top = RunFolder(tune_dir(cfg, seed), seed, files=('config.json', 'done.json', 'trials.csv'))
     with top.lock():
         state = top.state(cfg, resume, overwrite)
@@ -191,10 +306,11 @@ def tune_cdat(cfg:TrainConfig, # a CDaT run (method 'cdat' or 'cdat+hycon') with
         col = f'valid_{metric}'
         if state == 'resume' and (row := _finished_sweep(cfg, data, top, test, log)) is not None:
             return {'dir': top.path, 'metric': col, 'mode': mode, 'best': row, 'trials': pd.read_csv(top/'trials.csv')}
-        base = run_stages(cfg, data, top, state, test, device, False, log, warn, names=('baseline', 'confidnet'))
-        for d in (top/'trials', top/'ray'): shutil.rmtree(d, ignore_errors=True) # an interrupted sweep starts again
-        results = _run_sweep(cfg, top.path, device, col, mode, lo, hi, num_samples, ray_address, cpus_per_trial,
-                             gpus_per_trial, num_cpus, grace_period, reduction_factor, log)
+        with ray_cluster(ray_address, num_cpus, cpus_per_trial, gpus) as ray: # a cluster's nodes checked before stage 1
+            base = run_stages(cfg, data, top, state, test, device, False, log, warn, names=('baseline', 'confidnet'))
+            for d in (top/'trials', top/'ray'): shutil.rmtree(d, ignore_errors=True) # an interrupted sweep starts again
+            results = _run_sweep(ray, cfg, top.path, col, mode, lo, hi, num_samples, cpus_per_trial, gpus, grace_period,
+                                 reduction_factor, max_failures, log)
         rows = _trial_rows(results, top.path, col, mode, warn)
         trials = pd.DataFrame(rows).sort_values(col, ascending=mode == 'min').reset_index(drop=True)
         atomic_write(top/'trials.csv', trials.to_csv(index=False))

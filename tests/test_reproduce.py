@@ -131,3 +131,18 @@ def test_embedded_figures_are_the_published_ones():
             assert label in table, (key, label)
             got = [float(c.replace(',', '')) for c in table[label]]
             assert got == [float(v) for v in vals], (key, label, got, vals)
+
+def test_a_failing_unit_is_one_line_through_ray(tmp_path, capsys):
+    "A unit's own error comes back as itself (not Ray's traceback), once: it is not retried like a lost node"
+    ray = pytest.importorskip('ray', reason='Ray is not installed (pip install "ray[tune]>=2.9"); the distributed runner needs it')
+    from cdatlib.callbacks import RunLock
+    cfgs = resolve(EXPERIMENTS['hycon-table5'], smoke=True, out=tmp_path, rows=['Concatenation'])
+    try:
+        with RunLock(cfgs['Concatenation'].run_dir(0)): # another process trains into this seed's folder
+            rc = main(['hycon-table5', '--smoke', '--rows', 'Concatenation', '--out', str(tmp_path), '--ray-address', 'local'])
+    finally:
+        if ray.is_initialized(): ray.shutdown()
+    err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    errors = [l for l in err if 'error' in l.lower() or 'Traceback' in l] # Ray may say a word of its own at start-up
+    assert rc == 2 and errors == err[-1:], err
+    assert err[-1].startswith('reproduce: error: ') and 'another process is training into this folder' in err[-1], err
