@@ -263,7 +263,7 @@ def _finished_sweep(cfg, data, top, test, log)->dict:
     row = top.read_done()[0]
     if row is None: return None
     if test and not any(k.startswith('test_') for k in row):
-        row = _best_row(cfg, data, top.path, row, row, True); top.write_done(row)
+        row = _best_row(cfg, data, top.path, row, row, True); top.write_done(row, weights=Path(row['run_dir'])/'best.pt')
     log(f"sweep of seed {cfg.seeds[0]}: already finished, {top.path}")
     return row
 
@@ -316,7 +316,7 @@ def tune_cdat(cfg:TrainConfig, # a CDaT run (method 'cdat' or 'cdat+hycon') with
         atomic_write(top/'trials.csv', trials.to_csv(index=False))
         best = best_trial(rows, col, mode)
         row = _best_row(cfg, data, top.path, best, base, test)
-        top.write_done(row)
+        top.write_done(row, weights=Path(row['run_dir'])/'best.pt')
     log(f"best trial {best['trial']}: alpha {best['alpha']:.4g}, {col} {row[col]:.4f} -> {best['run_dir']}")
     return {'dir': top.path, 'metric': col, 'mode': mode, 'best': row, 'trials': trials}
 
