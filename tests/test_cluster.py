@@ -21,7 +21,7 @@ workers that run the units), plus any process whose command line names its priva
 sent SIGKILL, to kill the worker in the middle of a run and, in the teardown, to stop both nodes whatever
 happened (the teardown then checks that none is left). Not `ray stop --force`: it stops every Ray process of the
 machine, other people's included. Linux only (/proc); skipped without Ray."""
-import json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time
+import contextlib, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time
 from pathlib import Path
 import pandas as pd
 import pytest
@@ -235,6 +235,16 @@ def test_trial_no_node_can_hold_is_refused_by_the_cluster(cluster, tmp_path, cap
         assert not list(tmp_path.rglob('*.pt')) and not ray.is_initialized()
 
 
+@contextlib.contextmanager
+def driven(args:list, tmp_path):
+    "A driver process (its output in tmp_path/driver.log) and its deadline; killed with its whole session if still running"
+    log = open(tmp_path/'driver.log', 'w')
+    driver = subprocess.Popen([PY, *args], env=env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try: yield driver, time.monotonic() + RUN_TIMEOUT
+    finally:
+        if driver.poll() is None: os.killpg(driver.pid, signal.SIGKILL); driver.wait()
+        log.close()
+
 DONE = re.compile(r'^ray: done (.+) seed (\d+) on node ([0-9a-f]{8}) ')
 
 def test_grid_spreads_over_two_nodes_and_survives_a_dead_worker(cluster, tmp_path):
@@ -244,13 +254,10 @@ def test_grid_spreads_over_two_nodes_and_survives_a_dead_worker(cluster, tmp_pat
     sets = ['--set', 'epochs=40'] # about 5 s a unit: long enough to die in the middle of one
     cfgs = resolve(EXPERIMENTS[name], smoke=True, out=out, sets={'epochs': 40})
     assert len(pending(cfgs)) == 5
-    log = open(tmp_path/'driver.log', 'w')
-    driver = subprocess.Popen([PY, '-c', 'import sys; from cdatlib.cli import main; sys.exit(main())', 'reproduce', name,
-                               '--smoke', *sets, '--out', str(out), '--ray-address', cluster['address']],
-                              env=env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    args = ['-c', 'import sys; from cdatlib.cli import main; sys.exit(main())', 'reproduce', name, '--smoke', *sets,
+            '--out', str(out), '--ray-address', cluster['address']]
     worker, killed_unit, first_rows, seen_on_worker = cluster['worker'], None, None, set()
-    try:
-        end = time.monotonic() + RUN_TIMEOUT
+    with driven(args, tmp_path) as (driver, end):
         while killed_unit is None and driver.poll() is None and time.monotonic() < end:
             holding = worker.lock_holders(out) # the units the worker node trains now
             seen_on_worker |= set(holding)
@@ -266,9 +273,6 @@ def test_grid_spreads_over_two_nodes_and_survives_a_dead_worker(cluster, tmp_pat
         assert killed_unit is not None, ('the worker node never trained a second unit; driver output:\n'
                                          + (tmp_path/'driver.log').read_text()[-3000:])
         rc = driver.wait(timeout=max(1, end - time.monotonic()))
-    finally:
-        if driver.poll() is None: os.killpg(driver.pid, signal.SIGKILL); driver.wait()
-        log.close()
     text = (tmp_path/'driver.log').read_text()
     assert rc == 0, text[-3000:]
     print(f"worker killed after {kill_s:.1f} s (in {killed_unit.parent.name}, epoch {len(first_rows)}), grid done after "
@@ -302,13 +306,9 @@ def test_sweep_spreads_over_two_nodes_and_survives_a_dead_worker(cluster, tmp_pa
     "Trials run on both nodes; the worker dies in the middle of its trial; Tune runs it again, it resumes, every trial ends"
     t0 = time.monotonic()
     out = tmp_path/'sweep'
-    log = open(tmp_path/'driver.log', 'w')
-    driver = subprocess.Popen([PY, '-c', SWEEP, str(out), cluster['address']], env=env(), cwd=ROOT, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
     head, worker = cluster['head'], cluster['worker']
     ran_on, killed, first_rows = {}, None, None # {trial folder: node}, the trial that died with the worker
-    try:
-        end = time.monotonic() + RUN_TIMEOUT
+    with driven(['-c', SWEEP, str(out), cluster['address']], tmp_path) as (driver, end):
         while driver.poll() is None and time.monotonic() < end:
             for node_name, node in (('head', head), ('worker', worker)):
                 if node_name == 'worker' and killed: continue
@@ -321,9 +321,6 @@ def test_sweep_spreads_over_two_nodes_and_survives_a_dead_worker(cluster, tmp_pa
                         killed, first_rows = folder, pd.read_csv(folder/'log.csv')
             time.sleep(0.05)
         rc = driver.wait(timeout=max(1, end - time.monotonic()))
-    finally:
-        if driver.poll() is None: os.killpg(driver.pid, signal.SIGKILL); driver.wait()
-        log.close()
     text = (tmp_path/'driver.log').read_text()
     assert rc == 0, text[-3000:]
     print(f"sweep done after {time.monotonic() - t0:.1f} s; trials ran on", {f.name: n for f, n in ran_on.items()},
