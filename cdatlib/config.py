@@ -81,7 +81,7 @@ def _accepted(cls)->list:
 # %% ../nbs/13_config.ipynb #82959c43
 METHODS = ('', 'cdat', 'cdat+hycon') # '' = the model alone (with its add-ons)
 CONFIDENCES = ('const', 'ce', 'confidnet') # CDaT's modality-confidence variants
-LEARNABILITY = ('no-positive', 'constant-labels', 'one-sample', 'shared-ids') # data refusals a run may accept (chapter 14)
+LEARNABILITY = ('no-positive', 'constant-labels', 'one-sample', 'shared-ids', 'duplicate-ids') # data refusals a run may accept (chapter 14)
 
 @dataclass
 class TrainConfig:

@@ -81,6 +81,9 @@ def learnability(data)->dict:
     out = _label_checks(data)
     one = [f"{s}: one sample, too few to select on or to report" for s in ('train', 'valid') if len(data[s]) == 1]
     if one: out['one-sample'] = one
+    dup = [f"{s}.id: {len(data[s].ids) - len(set(data[s].ids))} ids appear twice or more (e.g. {next(i for i in data[s].ids if data[s].ids.count(i) > 1)!r})"
+           for s in ('train', 'valid', 'test') if len(set(data[s].ids)) < len(data[s].ids)]
+    if dup: out['duplicate-ids'] = dup
     for s in ('valid', 'test'):
         shared = set(data[s].ids) & set(data.train.ids)
         if shared: out.setdefault('shared-ids', []).append(f"{s}.id: {len(shared)} of its ids are also train ids (e.g. {sorted(shared)[0]!r})")

@@ -158,6 +158,7 @@ def _sample_with(**train_changes):
     (dict(labels=lambda tr: tr.labels * 0), 'no-positive', 'train.labels: no training sample has a positive label'),
     (dict(labels=lambda tr: tr.labels * 0 + 1), 'constant-labels', 'train.labels: every training label is'),
     (dict(ids=lambda tr: ['valid_0'] + list(tr.ids[1:])), 'shared-ids', 'valid.id: 1 of its ids are also train ids'),
+    (dict(ids=lambda tr: [tr.ids[1]] + list(tr.ids[1:])), 'duplicate-ids', 'train.id: 1 ids appear twice or more'),
 ])
 def test_unlearnable_data_is_refused_unless_accepted(tmp_path, changes, check, needle):
     data = _sample_with(**changes)
