@@ -12,31 +12,41 @@ from .config import (TrainConfig, ConfigError, read_config_dict, config_from_dic
                             MODELS, ADDONS, LAYOUTS, LAYOUT_ALIASES, METHODS, CONFIDENCES, LEARNABILITY)
 
 # %% auto #0
-__all__ = ['FLAG_FIELDS', 'COMMANDS', 'make_parser', 'config_from_args', 'print_summary', 'main']
+__all__ = ['DATA_SUFFIXES', 'TRAIN_EXAMPLES', 'FLAG_FIELDS', 'COMMANDS', 'make_parser', 'config_from_args', 'print_summary',
+           'main']
 
 # %% ../nbs/25_cli.ipynb #a71b0bce
+DATA_SUFFIXES = ('.pkl', '.pt', '.npz', '.csd', '.h5', '.hdf5') # what a dataset file a user types looks like
+
 class _Parser(argparse.ArgumentParser):
-    "An ArgumentParser whose errors are one line and exit status 2"
-    def error(self, message): raise ConfigError(message)
+    "An ArgumentParser whose errors are one line and exit status 2, with the hint that fixes the usual slip"
+    def error(self, message):
+        extra = message.partition('unrecognized arguments: ')[2].split()
+        if any(Path(a).suffix.lower() in DATA_SUFFIXES or Path(a).is_dir() for a in extra):
+            message += '; a dataset is given with --data PATH'
+        raise ConfigError(message)
 
 def _data_args(t, d):
-    t.add_argument('--config', help='a JSON TrainConfig (e.g. a run\'s config.json); flags override it')
-    t.add_argument('--data', help="dataset file or folder (default: data_samples/tailor_mosei_aligned.pt)")
+    g = t.add_argument_group('data and model')
+    g.add_argument('--config', help='a JSON TrainConfig (e.g. a run\'s config.json); flags override it')
+    g.add_argument('--data', help="dataset file or folder (default: data_samples/tailor_mosei_aligned.pt)")
     aliases = ''.join(f", {a} (= {b})" for a, b in LAYOUT_ALIASES.items())
-    t.add_argument('--layout', help=f"force a layout: {', '.join(LAYOUTS)}{aliases} (default: detect)")
-    t.add_argument('--model', help=f"one of {', '.join(MODELS)} (default {d.model})")
-    t.add_argument('--model-arg', action='append', type=key_value, default=[], metavar='KEY=VALUE',
+    g.add_argument('--layout', help=f"force a layout: {', '.join(LAYOUTS)}{aliases} (default: detect)")
+    g.add_argument('--model', help=f"one of {', '.join(MODELS)} (default {d.model})")
+    g.add_argument('--model-arg', action='append', type=key_value, default=[], metavar='KEY=VALUE',
                    help='a model constructor argument; repeat for several')
+    h = t.add_argument_group('training (defaults: TrainConfig\'s)')
     for name, tp, hlp in [('epochs', int, 'maximum epochs'), ('batch-size', int, 'samples per batch'),
                           ('lr', float, 'peak learning rate'), ('weight-decay', float, 'AdamW weight decay'),
                           ('warmup', float, 'warm-up fraction of the steps'), ('grad-clip', float, 'max gradient norm (0: off)'),
                           ('patience', int, 'early-stopping patience in epochs (0: off)')]:
-        t.add_argument(f'--{name}', type=tp, help=f"{hlp} (default {getattr(d, name.replace('-', '_'))})")
-    t.add_argument('--with', dest='addons', action='append', default=[], metavar='NAME',
+        h.add_argument(f'--{name}', type=tp, help=f"{hlp} (default {getattr(d, name.replace('-', '_'))})")
+    a = t.add_argument_group('add-ons and warm starts')
+    a.add_argument('--with', dest='addons', action='append', default=[], metavar='NAME',
                    help=f"attach an add-on ({', '.join(ADDONS)}); repeat for several")
-    t.add_argument('--with-arg', action='append', type=key_value, default=[], metavar='NAME.KEY=VALUE',
+    a.add_argument('--with-arg', action='append', type=key_value, default=[], metavar='NAME.KEY=VALUE',
                    help="an argument of an attached add-on, e.g. l2.weight=0.01; repeat for several")
-    t.add_argument('--init-from', metavar='RUN_DIR', help="start from the best weights of a finished run's seed folder "
+    a.add_argument('--init-from', metavar='RUN_DIR', help="start from the best weights of a finished run's seed folder "
                    "(with --method cdat: the baseline, whose stage is then skipped)")
 
 # %% ../nbs/25_cli.ipynb #09d2601f
@@ -44,25 +54,27 @@ def _run_args(t, verb='train'):
     "The flags that describe a run: `cdat train` and `cdat tune` share them"
     d = TrainConfig()
     _data_args(t, d)
-    t.add_argument('--method', choices=[m for m in METHODS if m],
+    m = t.add_argument_group("CDaT's stages (--method cdat)")
+    m.add_argument('--method', choices=[m for m in METHODS if m],
                    help='train a method around --model: cdat = baseline, ConfidNet (for --confidence confidnet), CDaT fine-tuning')
-    t.add_argument('--confidence', choices=CONFIDENCES, help=f"CDaT's modality confidence (default {d.confidence})")
-    t.add_argument('--alpha', type=float, help=f"weight of CDaT's transfer loss (default {d.alpha:g})")
-    t.add_argument('--cdat-epochs', type=int, help='epochs of the CDaT fine-tuning stage (default: --epochs)')
-    t.add_argument('--confidnet-arg', action='append', type=key_value, default=[], metavar='KEY=VALUE',
+    m.add_argument('--confidence', choices=CONFIDENCES, help=f"CDaT's modality confidence (default {d.confidence})")
+    m.add_argument('--alpha', type=float, help=f"weight of CDaT's transfer loss (default {d.alpha:g})")
+    m.add_argument('--cdat-epochs', type=int, help='epochs of the CDaT fine-tuning stage (default: --epochs)')
+    m.add_argument('--confidnet-arg', action='append', type=key_value, default=[], metavar='KEY=VALUE',
                    help='a setting of the ConfidNet stage (epochs, lr, n_layers, hidden, ...); repeat for several')
-    t.add_argument('--seeds', type=int, nargs='+', help='one run per seed (default 0)')
-    t.add_argument('--device', help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    t.add_argument('--no-amp', action='store_true', help='disable mixed precision on CUDA')
-    t.add_argument('--deterministic', action='store_true', help='deterministic kernels')
-    t.add_argument('--out-dir', help=f"where runs go (default {d.out_dir}/)")
-    t.add_argument('--run-name', help="run folder name (default <model>[+<method>][+<add-on>...]-<data stem>)")
-    t.add_argument('--test', action='store_true', help='also evaluate the selected model on the test split'
+    r = t.add_argument_group('where and how the run goes')
+    r.add_argument('--seeds', type=int, nargs='+', help='one run per seed (default 0)')
+    r.add_argument('--device', help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    r.add_argument('--no-amp', action='store_true', help='disable mixed precision on CUDA')
+    r.add_argument('--deterministic', action='store_true', help='deterministic kernels')
+    r.add_argument('--out-dir', help=f"where runs go (default {d.out_dir}/)")
+    r.add_argument('--run-name', help="run folder name (default <model>[+<method>][+<add-on>...]-<data stem>)")
+    r.add_argument('--test', action='store_true', help='also evaluate the selected model on the test split'
                    + (' (the best trial only, once)' if verb == 'tune' else ''))
-    t.add_argument('--resume', action='store_true', help='continue interrupted seeds, skip finished ones')
-    t.add_argument('--overwrite', action='store_true', help='start seeds that already hold a run again, from scratch')
-    t.add_argument('--quiet', action='store_true', help='no progress bars')
-    t.add_argument('--accept-data', action='append', default=[], choices=LEARNABILITY, metavar='CHECK',
+    r.add_argument('--resume', action='store_true', help='continue interrupted seeds, skip finished ones')
+    r.add_argument('--overwrite', action='store_true', help='start seeds that already hold a run again, from scratch')
+    r.add_argument('--quiet', action='store_true', help='no progress bars')
+    r.add_argument('--accept-data', action='append', default=[], choices=LEARNABILITY, metavar='CHECK',
                    help=f"train although the data fails this check ({', '.join(LEARNABILITY)}); repeat for several")
 
 # %% ../nbs/25_cli.ipynb #c3ad50b1
@@ -95,13 +107,21 @@ def _data_parsers(sub, debug):
     for q in (ds, ms): q.add_argument('--debug', **debug)
 
 # %% ../nbs/25_cli.ipynb #3eb5e3ae
+TRAIN_EXAMPLES = """examples:
+  cdat train                                          Naive Fusion on the embedded sample (seconds on a CPU)
+  cdat train --resume                                 the same run again: continued, or reported when finished
+  cdat train --model tfn --data mosei_senti_data.pkl --epochs 20 --seeds 0 1 2
+  cdat train --model tfn --method cdat --confidence confidnet --test
+  cdat train --model tailor --with hycon --with-arg hycon.v2=true"""
+
 def make_parser()->argparse.ArgumentParser:
     "The `cdat` argument parser"
     p = _Parser(prog='cdat', description='Train and evaluate multimodal emotion and sentiment models (cdatlib).')
     debug = dict(action='store_true', default=argparse.SUPPRESS, help='show the full traceback of an error')
     p.add_argument('--debug', **debug)
     sub = p.add_subparsers(dest='command', metavar='{train,tune,evaluate,analyze,reproduce,data}', parser_class=_Parser)
-    t = sub.add_parser('train', help='train a model (defaults: Naive Fusion on the embedded sample)')
+    t = sub.add_parser('train', help='train a model (defaults: Naive Fusion on the embedded sample)', epilog=TRAIN_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     tu = sub.add_parser('tune', help="search CDaT's alpha with Ray Tune (pip install -e '.[tune]')")
     for q, verb in ((t, 'train'), (tu, 'tune')): _run_args(q, verb); q.add_argument('--debug', **debug)
     tu.add_argument('--samples', type=int, default=10, help='number of trials (default 10, as the official search)')
@@ -163,7 +183,10 @@ def print_summary(cfg:TrainConfig, summary, test:bool=False):
         print(f"selected on the validation split; metrics over {n} seed(s) (mean ± std):")
         _print_metrics(summary, 'valid_')
         if test: _print_metrics(summary, 'test_')
-    print(f"runs in {cfg.run_dir(cfg.seeds[0]).parent}")
+    first = cfg.run_dir(cfg.seeds[0])
+    print(f"runs in {first.parent}")
+    if not test: print(f"next: cdat evaluate {first} --split test   (the test split, once the configuration is final)")
+    if cfg.method: print(f"      cdat analyze masking {first}   (which modality misleads the baseline, and CDaT)")
 
 # %% ../nbs/25_cli.ipynb #9769ec73
 def _train(args):
