@@ -15,9 +15,9 @@ import cdatlib
 # %% auto #0
 __all__ = ['DEFAULT_SAMPLE', 'LAYOUTS', 'LAYOUT_ALIASES', 'MODELS', 'ADDONS', 'METHODS', 'CONFIDENCES', 'LEARNABILITY',
            'CONFIDNET_FIT', 'CONFIDNET_FIXED', 'RESUME_SAFE', 'ConfigError', 'find_data_samples', 'did_you_mean',
-           'registered', 'model_class', 'addon_class', 'TrainConfig', 'resolve_layout', 'check_device',
-           'validate_config', 'save_config', 'read_config_dict', 'config_from_dict', 'load_config', 'key_value',
-           'config_diff', 'build_model', 'init_weights']
+           'refuse_unknown', 'registered', 'model_class', 'addon_class', 'TrainConfig', 'resolve_layout',
+           'check_device', 'validate_config', 'save_config', 'read_config_dict', 'config_from_dict', 'load_config',
+           'key_value', 'config_diff', 'build_model', 'init_weights']
 
 # %% ../nbs/13_config.ipynb #adac32e2
 class ConfigError(ValueError):
@@ -52,13 +52,17 @@ def did_you_mean(name, choices)->str:
     close = difflib.get_close_matches(str(name).lower(), list(choices), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ''
 
+def refuse_unknown(registry:dict, name:str, field:str, kind:str):
+    "The one-line `ConfigError` for a name `registry` does not hold, naming the field, the choices and the closest one"
+    if name not in registry: raise ConfigError(f"{field}: unknown {kind} {name!r}; choose one of {', '.join(registry)}{did_you_mean(name, registry)}")
+
 def registered(registry:dict, # name -> 'module:Class', e.g. `MODELS`
                name:str, # the name asked for
                field:str, # the configuration field it came from, named in the error
                kind:str, # what the registry holds, e.g. 'model'
               ):
     "The class registered under `name`, imported only when asked for (so the registry costs nothing to import)"
-    if name not in registry: raise ConfigError(f"{field}: unknown {kind} {name!r}; choose one of {', '.join(registry)}{did_you_mean(name, registry)}")
+    refuse_unknown(registry, name, field, kind)
     mod, cls = registry[name].split(':')
     return getattr(importlib.import_module(mod), cls)
 
@@ -230,7 +234,7 @@ def _check_method(cfg):
 def validate_config(cfg:TrainConfig)->TrainConfig:
     "Check every field of `cfg`; raise `ConfigError` naming the first bad one"
     for f in dataclasses.fields(cfg): _check_type(f.name, getattr(cfg, f.name), _field_types()[f.name])
-    if cfg.model not in MODELS: raise ConfigError(f"model: unknown model {cfg.model!r}; choose one of {', '.join(MODELS)}{did_you_mean(cfg.model, MODELS)}")
+    refuse_unknown(MODELS, cfg.model, 'model', 'model')
     for k in ('epochs', 'batch_size'):
         if getattr(cfg, k) < 1: raise ConfigError(f"{k}: must be at least 1, got {getattr(cfg, k)}")
     for k in ('lr', 'weight_decay', 'warmup', 'grad_clip'): # NaN passes every comparison, so test finiteness first

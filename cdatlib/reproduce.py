@@ -20,8 +20,8 @@ from .hycon import normalise, same_class, intra_scores, inter_scores
 from .metrics import format_mean_std
 from .experiments.hycon_mosi import PUBLISHED as MOSI_PUBLISHED   # Mai et al.'s MOSI figures, stored once (chapter 20)
 from .experiments.real_mosi import md_table, package_versions   # the shared report helpers (chapter 15)
-from .run import RunFailedError
-from .tune import ray_connect, nodes_text, _first_line   # Ray joined or started, one line per failure (chapter 21)
+from .run import RunFailedError, first_line, train, load_data, analyze_masking, error_line
+from .tune import ray_connect, nodes_text   # Ray joined or started, one line per failure (chapter 21)
 
 # %% auto #0
 __all__ = ['ALT_LOSSES', 'ALT_MARGINS', 'DATASETS', 'SENTIMENT', 'EMOTIONS_ML', 'IEMOCAP', 'MASKING', 'COMPLEXITY', 'BASELINES',
@@ -132,7 +132,6 @@ class AltContrastive(Callback):
     def after_loss(self, learn):
         if not learn.training: return
         for k, v in self.terms(learn.out.h, learn.batch['y'], learn.task).items(): learn.add_loss(f'{self.kind}_{k}', v)
-
 
 # %% ../nbs/24_reproduce.ipynb #45393ff7
 @dataclass
@@ -390,14 +389,12 @@ def train_unit(cfg_dict:dict, # a TrainConfig as a dict (what crosses to a Ray w
                seed:int,
               )->dict:
     "Train (or finish) one seed of one row; the row of `train`'s per-seed table"
-    from cdatlib.run import train
     cfg = config_from_dict({**cfg_dict, 'seeds': [seed]}, source='reproduce unit')
     per_seed, _ = train(cfg, test=True, resume=True, progress=False, log=_quiet, warn=_quiet)
     return per_seed.iloc[0].to_dict()
 
 def run_local(cfgs:dict, log=print)->dict:
     "Train every row with all its seeds, one after the other; {label: per-seed DataFrame}"
-    from cdatlib.run import train
     out = {}
     for i, (label, cfg) in enumerate(cfgs.items()):
         todo = sum(not (cfg.run_dir(s)/'done.json').exists() for s in cfg.seeds)
@@ -434,9 +431,9 @@ def _unit_result(ray, ref, label:str, seed:int, retries:int)->dict:
     try: return ray.get(ref)
     except ray.exceptions.RayTaskError as e: # the unit raised: its own error (a ConfigError stays one)
         cause = getattr(e, 'cause', None)
-        raise (cause if isinstance(cause, Exception) else RunFailedError(f"{label} seed {seed}: {_first_line(e)}")) from None
+        raise (cause if isinstance(cause, Exception) else RunFailedError(f"{label} seed {seed}: {first_line(e)}")) from None
     except ray.exceptions.RayError as e: # its worker or node was lost more often than it was retried
-        raise RunFailedError(f"{label} seed {seed}: Ray lost it {retries + 1} times ({_first_line(e)}); run the same "
+        raise RunFailedError(f"{label} seed {seed}: Ray lost it {retries + 1} times ({first_line(e)}); run the same "
                              "command again: finished units are kept, and this one resumes") from None
 
 # %% ../nbs/24_reproduce.ipynb #67df86e1
@@ -464,10 +461,6 @@ def run_ray(cfgs:dict, address:str='local', log=print, num_cpus:int=None,
     return run_local(cfgs, log=_quiet) # every seed is finished: this only reads them back and writes the summaries
 
 # %% ../nbs/24_reproduce.ipynb #d7c10241
-def _load(cfg):
-    from cdatlib.run import load_data
-    return load_data(cfg)
-
 def per_seed_table(exp:Experiment, cfgs:dict, results:dict)->pd.DataFrame:
     "One row per (table row, seed): the metrics of the experiment, unprefixed (test split), plus what train recorded"
     frames = []
@@ -490,7 +483,6 @@ def per_seed_table(exp:Experiment, cfgs:dict, results:dict)->pd.DataFrame:
     return out
 
 def _masking_columns(exp, cfgs, df):
-    from cdatlib.run import analyze_masking
     for i, row in df.iterrows(): # every misclassified test sample counted, as the authors count them
         reports = analyze_masking(cfgs[row['row']].run_dir(int(row['seed'])), split='test', keep_empty=True)
         rep = list(reports.values())[-1]
@@ -500,7 +492,7 @@ def _masking_columns(exp, cfgs, df):
 def _complexity_columns(exp, cfgs, df):
     counts = {}
     for label, cfg in cfgs.items():
-        model = build_model(cfg, _load(cfg))
+        model = build_model(cfg, load_data(cfg))
         counts[label] = sum(p.numel() for p in model.parameters())
     df['n_params'] = df['row'].map(counts)
     return df
@@ -627,7 +619,7 @@ def reproduce(name:str, # a key of `EXPERIMENTS`
     exp = EXPERIMENTS[name]
     cfgs = resolve(exp, data, seeds, out, smoke, sets, rows)
     first = next(iter(cfgs.values()))
-    task = _load(first).task.kind
+    task = load_data(first).task.kind
     if task != DATASETS[exp.dataset]['task']:
         raise ConfigError(f"--data: {first.data} holds a {task} task; {exp.name} needs {DATASETS[exp.dataset]['what']} ({DATASETS[exp.dataset]['task']})")
     log(f"{exp.paper} {exp.table} ({name}): {len(cfgs)} trained row(s) x {len(first.seeds)} seed(s); "
@@ -681,7 +673,6 @@ def run_reproduce(args, command:str='')->int:
 def main(argv=None, prog:str='python -m cdatlib.reproduce', error_prefix:str='reproduce')->int:
     "Entry point of `python -m cdatlib.reproduce` (and of `cdat reproduce`, with its prog and error prefix)"
     import shlex
-    from cdatlib.run import error_line
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return run_reproduce(reproduce_parser(prog).parse_args(argv), command=f"{prog} {shlex.join(argv)}")

@@ -8,6 +8,7 @@ Docs: https://cdatlib.github.io/cdatlib/run.html.md"""
 from __future__ import annotations
 import contextlib, dataclasses, errno, hashlib, json, math, time
 from dataclasses import dataclass, field
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 from fastcore.basics import patch
@@ -25,14 +26,19 @@ from .cdat.confidence import fit_confidnet, save_confidnet, load_confidnet, Conf
 from .cdat.masking import masking_analysis
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'STAGES', 'RUNNERS', 'RunFailedError', 'run_device', 'load_data', 'data_report', 'learnability',
-           'warn_stderr', 'checked_data', 'RunFolder', 'file_sha256', 'record_sha256', 'addon_args', 'build_addons',
-           'train_seed', 'trained_model', 'evaluate_weights', 'Stage', 'method_stages', 'confidnet_seed',
-           'stage_folders', 'run_stages', 'check_arguments', 'TrainResult', 'train', 'side_by_side', 'LoadedRun',
-           'load_run', 'evaluate_run', 'predict', 'analyze_masking', 'error_line']
+__all__ = ['RUN_FILES', 'STAGES', 'RUNNERS', 'RunFailedError', 'first_line', 'run_device', 'load_data', 'data_report',
+           'learnability', 'warn_stderr', 'checked_data', 'RunFolder', 'file_sha256', 'record_sha256', 'addon_args',
+           'build_addons', 'train_seed', 'trained_model', 'evaluate_weights', 'Stage', 'method_stages',
+           'confidnet_seed', 'stage_folders', 'run_stages', 'check_arguments', 'TrainResult', 'train', 'side_by_side',
+           'LoadedRun', 'load_run', 'evaluate_run', 'predict', 'analyze_masking', 'error_line']
 
 # %% ../nbs/14_run.ipynb #e3d48458
 class RunFailedError(RuntimeError): "A run that started but could not finish (e.g. every trial of a sweep failed)"
+
+def first_line(e)->str:
+    "The first non-empty line of an error's message (or its type): the part of a long message that fits one line"
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    return lines[0] if lines else type(e).__name__
 
 def run_device(cfg:TrainConfig)->torch.device:
     "The device a run uses: `cfg.device`, with 'auto' = CUDA, then Apple MPS, then CPU"
@@ -77,12 +83,12 @@ def _label_checks(data)->dict:
     return out
 
 def learnability(data)->dict:
-    "{check: [lines]} of what makes training on `data` meaningless though it reads; 'scale' and 'feature-size' too"
+    "{check: [lines]} of what makes training on `data` meaningless though it reads ('feature-size' is never accepted)"
     out = _label_checks(data)
     one = [f"{s}: one sample, too few to select on or to report" for s in ('train', 'valid') if len(data[s]) == 1]
     if one: out['one-sample'] = one
-    dup = [f"{s}.id: {len(data[s].ids) - len(set(data[s].ids))} ids appear twice or more (e.g. {next(i for i in data[s].ids if data[s].ids.count(i) > 1)!r})"
-           for s in ('train', 'valid', 'test') if len(set(data[s].ids)) < len(data[s].ids)]
+    twice = {s: [i for i, n in Counter(data[s].ids).items() if n > 1] for s in ('train', 'valid', 'test')}
+    dup = [f"{s}.id: {len(ids)} ids appear twice or more (e.g. {ids[0]!r})" for s, ids in twice.items() if ids]
     if dup: out['duplicate-ids'] = dup
     for s in ('valid', 'test'):
         shared = set(data[s].ids) & set(data.train.ids)
@@ -157,7 +163,7 @@ def prepare(self:RunFolder, cfg:TrainConfig, state:str, log=print):
     if state != 'resume': save_config(cfg, self.path/'config.json')
 
 def file_sha256(path)->str:
-    "The SHA-256 of a regular file, read in blocks"
+    "The SHA-256 of a regular file (of a sane size, `read_regular`)"
     h = hashlib.sha256()
     h.update(read_regular(path, MAX_CHECKPOINT_BYTES))
     return h.hexdigest()
@@ -176,7 +182,7 @@ def read_done(self:RunFolder)->tuple:
     "(row, None) for a finished seed whose record checks; (None, why) when it does not; (None, None) when there is none"
     try: row = json.loads(read_regular(self.path/'done.json'))
     except FileNotFoundError: return None, None
-    except (OSError, ValueError) as e: return None, f"unreadable ({str(e).splitlines()[0] if isinstance(e, RunFileError) else type(e).__name__})"
+    except (OSError, ValueError) as e: return None, f"unreadable ({first_line(e) if isinstance(e, RunFileError) else type(e).__name__})"
     if not isinstance(row, dict) or row.get('seed') != self.seed: return None, f"not the record of seed {self.seed}"
     check = row.pop('check', None)
     if not isinstance(check, dict) or not isinstance(check.get('files'), dict):
@@ -252,15 +258,17 @@ def trained_model(cfg:TrainConfig, data, ckpt):
     model = build_model(cfg, data)
     try: model.load_state_dict(load_checkpoint(ckpt)['model'])
     except RuntimeError as e:
-        raise CheckpointError(f"{ckpt}: its weights do not fit a {cfg.model} model ({str(e).strip().splitlines()[0]})") from None
+        raise CheckpointError(f"{ckpt}: its weights do not fit a {cfg.model} model ({first_line(e)})") from None
     return model
 
 def evaluate_weights(cfg:TrainConfig, data, ckpt, split:str)->dict:
     "Metrics on `split` of the weights in checkpoint `ckpt`, for a model built from `cfg`"
     if len(data[split]) == 0: raise ConfigError(f"split: the {split} split of {cfg.data_path()} is empty")
-    learn = build_learner(trained_model(cfg, data, ckpt), data, batch_size=cfg.batch_size, device=run_device(cfg),
-                          checkpoint=False, csv=None, progress=False)
-    return learn.evaluate(split)
+    return _quiet_learner(trained_model(cfg, data, ckpt), data, cfg, run_device(cfg)).evaluate(split)
+
+def _quiet_learner(model, data, cfg, device):
+    "A learner that only evaluates: no checkpoint, no log, no bars"
+    return build_learner(model, data, batch_size=cfg.batch_size, device=device, checkpoint=False, csv=None, progress=False)
 
 # %% ../nbs/14_run.ipynb #3d60fe3e
 @dataclass(frozen=True)
@@ -329,9 +337,10 @@ RUNNERS = {'train': train_seed, 'confidnet': confidnet_seed}
 def stage_folders(cfg:TrainConfig, seed:int, top, state:str, names=None)->dict:
     "{stage name: (config, RunFolder, state)} of the stages of a seed whose folder is in `state`; all checked first"
     out = {}
+    writes = {s.name: s.writes for s in STAGES}
     for name, (c, d) in method_stages(cfg, seed, top).items():
         if names is not None and name not in names: continue
-        f = RunFolder(d, seed, RUN_FILES + (('confidnet.pt',) if name == 'confidnet' else ()))
+        f = RunFolder(d, seed, RUN_FILES + tuple({writes[name]} - set(RUN_FILES))) # a stage's own file belongs to it
         out[name] = (c, f, f.state(c, state == 'resume', state == 'overwrite'))
     return out
 
@@ -390,7 +399,7 @@ def _built(what:str, fn):
     try: return fn()
     except (ConfigError, CheckpointError): raise
     except (TypeError, ValueError, KeyError, AssertionError) as e: # how constructors refuse an argument; others are bugs
-        raise ConfigError(f"{what}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
+        raise ConfigError(f"{what}: {type(e).__name__}: {first_line(e)}") from None
 
 def check_arguments(cfg:TrainConfig, data):
     "Build each stage's model and add-ons, and a ConfidNet, once: a bad argument is refused before any training"
@@ -544,11 +553,7 @@ def _split(run:LoadedRun, split:str):
     "The loader of `split` of a loaded run's data, refused (naming it) when the split is missing or empty"
     if split not in run.data.splits: raise ConfigError(f"split: {split!r} is not one of {run.data.splits}")
     if len(run.data[split]) == 0: raise ConfigError(f"split: the {split} split of {run.config.data_path()} is empty")
-    return dataloaders(run.data, run.config.batch_size, device=run.device)[split]
-
-def _quiet_learner(model, data, cfg, device):
-    "A learner that only evaluates: no checkpoint, no log, no bars"
-    return build_learner(model, data, batch_size=cfg.batch_size, device=device, checkpoint=False, csv=None, progress=False)
+    return dataloaders({split: run.data[split]}, run.config.batch_size, device=run.device)[split]
 
 def evaluate_run(run_dir, split:str='test', data:str=None, device:str=None)->dict:
     "Metrics of a trained run's selected weights on `split` (of a CDaT run: the CDaT stage's)"

@@ -13,7 +13,7 @@ from .config import TrainConfig, ConfigError, validate_config
 from .learner import Callback
 from .callbacks import atomic_write, is_better
 from .metrics import selection_metric
-from .run import (RunFolder, RunFailedError, method_stages, stage_folders, run_stages, checked_data, load_data,
+from .run import (first_line, RunFolder, RunFailedError, method_stages, stage_folders, run_stages, checked_data, load_data,
                          train_seed, evaluate_weights, run_device, side_by_side, warn_stderr)
 
 # %% auto #0
@@ -108,11 +108,6 @@ def _check_sweep(cfg, num_samples, resume, overwrite):
     if resume and overwrite: raise ConfigError("resume and overwrite: choose one")
 
 # %% ../nbs/21_tune.ipynb #bb6d3ba3
-def _first_line(e:BaseException)->str:
-    "The first line of an error's message (Ray's hold whole tracebacks)"
-    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-    return lines[0] if lines else type(e).__name__
-
 def reachable(host:str, port:int, timeout:float=3.)->str:
     "'' when something accepts a TCP connection at host:port within `timeout` seconds; else why not"
     try:
@@ -132,7 +127,7 @@ def cluster_address(address:str, # 'auto', HOST:PORT or ray://HOST:PORT
         try: boot = canonical(address)
         except ConnectionError: raise ConfigError(f"{flag} {address}: no running Ray cluster found on this machine; start "
                                                   "one (`ray start --head`) or give the head's HOST:PORT") from None
-        except ValueError as e: raise ConfigError(f"{flag} {address}: {_first_line(e)}; expected auto, HOST:PORT "
+        except ValueError as e: raise ConfigError(f"{flag} {address}: {first_line(e)}; expected auto, HOST:PORT "
                                                   "(e.g. 10.0.0.1:6379) or ray://HOST:10001") from None
     host, _, port = (boot or '').rpartition(':')
     if not (host and port.isdigit()): raise ConfigError(f"{flag} {address}: expected auto, HOST:PORT or ray://HOST:PORT")
@@ -144,7 +139,7 @@ def cluster_address(address:str, # 'auto', HOST:PORT or ray://HOST:PORT
 # %% ../nbs/21_tune.ipynb #93004696
 def _ray_failure(e:BaseException, address:str, flag:str)->str:
     "One line for a failure of `ray.init`: where, Ray's first line, and what to do"
-    why, text = _first_line(e), f"{e} {e.__cause__ or ''}"
+    why, text = first_line(e), f"{e} {e.__cause__ or ''}"
     if address in (None, 'local'):
         return (f"Ray could not start on this machine: {why}; start it yourself, sized to fit (`ray start --head "
                 "--num-cpus=N --object-store-memory=BYTES`), then pass {flag} auto")
@@ -239,7 +234,7 @@ def _trial_rows(results, top, col, mode, warn)->list:
         trial = (r.metrics or {}).get('trial_id')
         log = top/'trials'/str(trial)/'log.csv'
         if r.error is not None or not trial or not log.exists():
-            failed.append(_first_line(r.error or 'no result')); continue
+            failed.append(first_line(r.error or 'no result')); continue
         df = pd.read_csv(log) # every epoch the trial trained, over all its runs (a restarted trial's too)
         vals = df[col].dropna() if col in df else pd.Series(dtype=float)
         rows.append({'trial': trial, 'alpha': float(r.config['alpha']),
