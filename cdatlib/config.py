@@ -17,7 +17,7 @@ __all__ = ['DEFAULT_SAMPLE', 'LAYOUTS', 'LAYOUT_ALIASES', 'MODELS', 'ADDONS', 'M
            'CONFIDNET_FIT', 'CONFIDNET_FIXED', 'RESUME_SAFE', 'ConfigError', 'find_data_samples', 'did_you_mean',
            'refuse_unknown', 'registered', 'model_class', 'addon_class', 'TrainConfig', 'resolve_layout',
            'check_device', 'validate_config', 'save_config', 'read_config_dict', 'config_from_dict', 'load_config',
-           'key_value', 'config_diff', 'build_model', 'init_weights']
+           'key_value', 'typed_args', 'typed_config', 'config_diff', 'build_model', 'init_weights']
 
 # %% ../nbs/13_config.ipynb #adac32e2
 class ConfigError(ValueError):
@@ -312,6 +312,40 @@ def key_value(s:str)->tuple:
     try: v = json.loads(v)
     except json.JSONDecodeError: pass
     return k, v
+
+# %% ../nbs/13_config.ipynb #053d3e4a
+_TRUE, _FALSE = ('true', '1', 'yes', 'on'), ('false', '0', 'no', 'off')
+
+def _as_kind(v, kind:str, where:str):
+    "`v` as a `kind` ('bool', 'int', 'float' or 'str'), or a `ConfigError` naming `where` and the type it needed"
+    word = str(v).strip().lower()
+    if kind == 'bool':
+        if isinstance(v, bool): return v
+        if word in _TRUE + _FALSE and not isinstance(v, float): return word in _TRUE
+    elif kind == 'str':
+        if isinstance(v, str): return v
+    elif not isinstance(v, (bool, list, dict)):
+        try: x = float(v)
+        except (TypeError, ValueError): x = None
+        if x is not None and math.isfinite(x) and (kind == 'float' or x.is_integer()): return int(x) if kind == 'int' else x
+    need = {'bool': 'true or false', 'int': 'a whole number', 'float': 'a finite number', 'str': 'text'}[kind]
+    raise ConfigError(f"{where}: expected {kind} ({need}), got {v!r}")
+
+def typed_args(target, args:dict, where:str)->dict:
+    "`args` converted to the types `target`'s signature declares for them (others kept as they are)"
+    ps = inspect.signature(target).parameters
+    kind = lambda a: a.__name__ if isinstance(a, type) else str(a)
+    return {k: _as_kind(v, kind(ps[k].annotation), f"{where}.{k}") if k in ps and kind(ps[k].annotation) in ('bool', 'int', 'float', 'str') else v
+            for k, v in args.items()}
+
+# %% ../nbs/13_config.ipynb #e5ca2170
+def typed_config(cfg:TrainConfig)->TrainConfig:
+    "`cfg` with its model, add-on and ConfidNet arguments converted to the types their receivers declare"
+    mod, fn = CONFIDNET_FIT.split(':')
+    return dataclasses.replace(cfg,
+        model_args=typed_args(model_class(cfg.model), cfg.model_args, 'model_args'),
+        addons={a: typed_args(addon_class(a), args, f'addons.{a}') for a, args in cfg.addons.items()},
+        confidnet_args=typed_args(getattr(importlib.import_module(mod), fn), cfg.confidnet_args, 'confidnet_args'))
 
 # %% ../nbs/13_config.ipynb #71a96d77
 RESUME_SAFE = ('device', 'seeds', 'out_dir', 'run_name') # fields a resumed run may change

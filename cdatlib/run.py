@@ -15,7 +15,8 @@ from fastcore.basics import patch
 import pandas as pd
 import torch
 from .config import (TrainConfig, ConfigError, validate_config, save_config, config_from_dict, read_config_dict,
-                            config_diff, resolve_layout, build_model, init_weights, addon_class, model_class, LEARNABILITY)
+                            config_diff, resolve_layout, build_model, init_weights, addon_class, LEARNABILITY,
+                            typed_config)
 from .formats import load_dataset, DatasetFormatError
 from .learner import default_device
 from .callbacks import (build_learner, set_seed, load_checkpoint, atomic_write, clean_stale_tmp, dataloaders,
@@ -381,19 +382,6 @@ def _finite(name, v):
     if isinstance(v, float) and not math.isfinite(v): raise ConfigError(f"{name}: must be a finite number, got {v}")
     for k, x in (v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, (list, tuple)) else ()): _finite(f"{name}.{k}", x)
 
-_KINDS = {'bool': (bool,), 'int': (int,), 'float': (int, float), 'str': (str,)}
-
-def _check_kinds(cls, args:dict, where:str):
-    "Values of the kind the constructor's annotation says: `v2=False` typed as the string 'False' is not a bool"
-    import inspect
-    ps = inspect.signature(cls).parameters
-    for k, v in args.items():
-        ann = str(ps[k].annotation) if k in ps else ''
-        kinds = _KINDS.get(ann)
-        if kinds and not (isinstance(v, kinds) and (ann == 'bool' or not isinstance(v, bool))):
-            hint = ' (write true or false)' if ann == 'bool' else ''
-            raise ConfigError(f"{where}.{k}: expected {ann}{hint}, got {v!r}")
-
 def _built(what:str, fn):
     "Call a constructor; what it refuses becomes one line naming the argument"
     try: return fn()
@@ -406,12 +394,10 @@ def check_arguments(cfg:TrainConfig, data):
     for name in ('model_args', 'addons', 'confidnet_args'): _finite(name, getattr(cfg, name))
     stages = [c for c, _ in method_stages(cfg, cfg.seeds[0], Path('.')).values()] if cfg.method else [cfg]
     for c in stages:
-        _check_kinds(model_class(c.model), c.model_args, 'model_args')
         _built(f"model_args: {c.model} with {c.model_args}", lambda: build_model(c, data))
         for a, args in c.addons.items(): # a ConfidNet file that a stage will write is not read here
             args = {k: v for k, v in args.items() if k != 'confidnet'}
             kw = {'alpha': c.alpha, 'confidence': 'const', **args} if a == 'cdat' else args
-            _check_kinds(addon_class(a), args, f'addons.{a}')
             _built(f"addons.{a}: {args}", lambda: addon_class(a)(**kw))
     arch = {k: v for k, v in cfg.confidnet_args.items() if k in ('n_layers', 'hidden', 'dropout', 'sigmoid', 'output')}
     if cfg.method and cfg.confidence == 'confidnet': _built(f"confidnet_args: {arch}", lambda: ConfidNet(4, **arch))
@@ -469,7 +455,7 @@ def train(cfg:TrainConfig, # what to run
           accept=(), # names of `LEARNABILITY` refusals to train through anyway (said as warnings)
          )->TrainResult:
     "Train one run per seed of `cfg` (a method's stages for each); return a `TrainResult`"
-    validate_config(cfg)
+    cfg = typed_config(validate_config(cfg)) # `v2='False'` from a command line becomes False
     if resume and overwrite: raise ConfigError("resume and overwrite: choose one")
     folders = {seed: RunFolder(cfg.run_dir(seed), seed) for seed in cfg.seeds}
     if overwrite and cfg.init_from: _check_init_outside(cfg.init_path(), folders.values())

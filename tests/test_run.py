@@ -134,7 +134,9 @@ def test_a_record_of_other_weights_is_not_believed(tmp_path):
 @pytest.mark.parametrize('args,needle', [
     (['--method', 'cdat', '--with-arg', 'cdat.adjust=sideways'], 'addons.cdat'),
     (['--method', 'cdat', '--confidence', 'confidnet', '--confidnet-arg', 'n_layers=0'], 'confidnet_args'),
-    (['--model-arg', 'dropout=NaN'], 'model_args.dropout: must be a finite number'),
+    (['--model-arg', 'dropout=NaN'], 'model_args.dropout: expected float (a finite number), got nan'),
+    (['--with', 'hycon', '--with-arg', 'hycon.v2=maybe'], "addons.hycon.v2: expected bool (true or false), got 'maybe'"),
+    (['--with', 'l2', '--with-arg', 'l2.weight=heavy'], "addons.l2.weight: expected float (a finite number), got 'heavy'"),
     (['--with', 'hycon', '--with-arg', 'hycon.temperature=-1'], 'addons.hycon'),
 ])
 def test_arguments_are_refused_before_any_training(tmp_path, args, needle):
@@ -142,6 +144,14 @@ def test_arguments_are_refused_before_any_training(tmp_path, args, needle):
     lines = [l for l in err.splitlines() if l.startswith('cdat:') and 'warning' not in l]
     assert rc == 2 and len(lines) == 1 and needle in lines[0] and 'probably a bug' not in lines[0], err
     assert not any(tmp_path.rglob('best.pt'))                       # not even a baseline stage was trained
+
+@pytest.mark.parametrize('spelling,value', [('False', False), ('false', False), ('0', False), ('True', True), ('1', True)])
+def test_a_bool_argument_is_read_as_the_add_on_declares(tmp_path, spelling, value):
+    rc, _, err = _main('train', '--epochs', '1', '--device', 'cpu', '--out-dir', str(tmp_path), '--quiet',
+                       '--with', 'hycon', '--with-arg', f'hycon.v2={spelling}')
+    assert rc == 0, err
+    cfg = json.loads(next(tmp_path.rglob('config.json')).read_text())
+    assert cfg['addons']['hycon']['v2'] is value                      # the string 'False' would have been true
 
 # ---------------------------------------------------------------- data that reads but cannot teach anything
 def _sample_with(**train_changes):
