@@ -26,8 +26,8 @@ __all__ = ['MAX_RECORD_BYTES', 'MAX_CHECKPOINT_BYTES', 'set_seed', 'get_rng_stat
            'file_mode', 'atomic_write', 'atomic_save', 'clean_stale_tmp', 'CheckpointError', 'RunFileError',
            'read_regular', 'load_checkpoint', 'RunLockError', 'RunLock', 'learner_state', 'restore_learner',
            'load_weights', 'ResumeCB', 'is_better', 'check_fresh_folder', 'CheckpointCB', 'EarlyStoppingCB',
-           'CSVLoggerCB', 'DeviceLoader', 'fits_on_device', 'dataloaders', 'build_learner', 'L2Penalty', 'LRFinderCB',
-           'lr_find', 'masked_std', 'ActivationStatsCB']
+           'CSVLoggerCB', 'TensorBoardCB', 'DeviceLoader', 'fits_on_device', 'dataloaders', 'build_learner',
+           'L2Penalty', 'LRFinderCB', 'lr_find', 'masked_std', 'ActivationStatsCB']
 
 # %% ../nbs/09_callbacks.ipynb #7e6b61d4
 def set_seed(seed:int, # seeds python, numpy, torch (CPU and every GPU)
@@ -484,6 +484,23 @@ class CSVLoggerCB(Callback):
     def before_fit(self, learn):
         if learn.path is None: raise ValueError("CSVLoggerCB writes into the run folder: give the Learner a `path`")
     def after_epoch(self, learn): atomic_write(learn.path/self.fname, pd.DataFrame(learn.history).to_csv(index=False))
+
+# %% ../nbs/09_callbacks.ipynb #c92d6567
+class TensorBoardCB(Callback):
+    "Write each epoch's `learn.history` row as TensorBoard scalars into `learn.path/folder`"
+    order = 30
+    def __init__(self, folder:str='tensorboard'): self.folder, self.writer = folder, None
+    def before_fit(self, learn):
+        if learn.path is None: raise ValueError("TensorBoardCB writes into the run folder: give the Learner a `path`")
+        from torch.utils.tensorboard import SummaryWriter # optional: only those who log to TensorBoard need it
+        self.writer = SummaryWriter(str(learn.path/self.folder))
+    def after_epoch(self, learn):
+        row = learn.history[-1]
+        for k, v in row.items(): # 'valid_micro_f1' -> 'valid/micro_f1': TensorBoard groups by the part before '/'
+            if k != 'epoch' and isinstance(v, (int, float)): self.writer.add_scalar(k.replace('_', '/', 1), v, row['epoch'])
+        self.writer.flush()
+    def cleanup_fit(self, learn):
+        if self.writer is not None: self.writer.close(); self.writer = None
 
 # %% ../nbs/09_callbacks.ipynb #de48e0cf
 class DeviceLoader:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse, dataclasses, sys
 from pathlib import Path
 from .config import (TrainConfig, ConfigError, read_config_dict, config_from_dict, key_value, find_data_samples,
-                            MODELS, ADDONS, LAYOUTS, LAYOUT_ALIASES, METHODS, CONFIDENCES, LEARNABILITY)
+                            MODELS, ADDONS, LAYOUTS, LAYOUT_ALIASES, METHODS, CONFIDENCES, LEARNABILITY, PRESETS)
 
 # %% auto #0
-__all__ = ['DATA_SUFFIXES', 'TRAIN_EXAMPLES', 'FLAG_FIELDS', 'COMMANDS', 'make_parser', 'config_from_args', 'print_summary',
-           'main']
+__all__ = ['DATA_SUFFIXES', 'EXTRACT_FIELDS', 'LIMIT_FIELDS', 'TRAIN_EXAMPLES', 'FLAG_FIELDS', 'COMMANDS', 'make_parser',
+           'config_from_args', 'print_summary', 'main']
 
 # %% ../nbs/25_cli.ipynb #a71b0bce
 DATA_SUFFIXES = ('.pkl', '.pt', '.npz', '.csd', '.h5', '.hdf5') # what a dataset file a user types looks like
@@ -33,6 +33,7 @@ def _data_args(t, d):
     aliases = ''.join(f", {a} (= {b})" for a, b in LAYOUT_ALIASES.items())
     g.add_argument('--layout', help=f"force a layout: {', '.join(LAYOUTS)}{aliases} (default: detect)")
     g.add_argument('--model', help=f"one of {', '.join(MODELS)} (default {d.model})")
+    g.add_argument('--preset', help=f"the model's size: {', '.join(PRESETS)} (for small data) (default {d.preset})")
     g.add_argument('--model-arg', action='append', type=key_value, default=[], metavar='KEY=VALUE',
                    help='a model constructor argument; repeat for several')
     h = t.add_argument_group('training (defaults: TrainConfig\'s)')
@@ -74,6 +75,8 @@ def _run_args(t, verb='train'):
     r.add_argument('--resume', action='store_true', help='continue interrupted seeds, skip finished ones')
     r.add_argument('--overwrite', action='store_true', help='start seeds that already hold a run again, from scratch')
     r.add_argument('--quiet', action='store_true', help='no progress bars')
+    if verb == 'train': r.add_argument('--log', action='append', default=[], choices=['tensorboard'],
+                                       help='also log every epoch to TensorBoard (in SEED_DIR/tensorboard/)')
     r.add_argument('--accept-data', action='append', default=[], choices=LEARNABILITY, metavar='CHECK',
                    help=f"train although the data fails this check ({', '.join(LEARNABILITY)}); repeat for several")
 
@@ -87,8 +90,8 @@ def _analysis_parsers(sub, debug):
     mk = asub.add_parser('masking', help='share of the misclassified samples that improve when one modality is masked')
     mk.add_argument('run_dir', help='a seed folder of a run (of a CDaT run: its baseline and CDaT stages side by side)')
     mk.add_argument('--split', default='valid', choices=['train', 'valid', 'test'])
-    mk.add_argument('--criterion', default='jaccard', choices=['jaccard', 'exact'],
-                    help='improves = the Jaccard index rises (default), or the prediction becomes an exact match')
+    mk.add_argument('--criterion', default='exact', choices=['exact', 'jaccard'],
+                    help="improves = the prediction becomes an exact match (default: the authors' count), or its Jaccard index rises")
     mk.add_argument('--keep-empty', action='store_true', help='count the samples with no positive label too (label-set tasks)')
     mk.add_argument('--plot', metavar='FILE.png', help='also save the bar plot')
     for q in (e, mk):
@@ -106,20 +109,55 @@ def _data_parsers(sub, debug):
     ms.add_argument('--out', default=None, help='output folder (default: the repository\'s data_samples/)')
     for q in (ds, ms): q.add_argument('--debug', **debug)
 
+# %% ../nbs/25_cli.ipynb #ccfb9ef4
+EXTRACT_FIELDS = ('rate', 'align', 'max_tokens', 'text_model', 'audio_model', 'vision_model', 'missing') # flag = ExtractSettings field
+LIMIT_FIELDS = ('max_duration', 'max_side', 'max_frames') # flag = MediaLimits field
+
+def _clip_parsers(sub, debug):
+    "`cdat extract` and `cdat predict` (chapter 26): the flags only; the work is imported when they run"
+    x = sub.add_parser('extract', help='your own clips -> a dataset file (pip install -e ".[extract]")')
+    x.add_argument('clips_dir', metavar='CLIPS_DIR', help='the folder of clips (videos with an audio track, or audio alone)')
+    x.add_argument('--labels', required=True, metavar='FILE.csv', help='one row per clip: clip,text,label[,split] (label: sentiment in [-3, 3])')
+    x.add_argument('--out', required=True, metavar='FILE.pkl', help='the dataset file to write (an MMSA pickle)')
+    x.add_argument('--cache', metavar='DIR', help='one file per clip (default FILE.pkl.cache/): a killed run continues from it')
+    x.add_argument('--overwrite', action='store_true', help='write --out again if it exists')
+    x.add_argument('--quiet', action='store_true', help='no progress bar')
+    f = x.add_argument_group('features (defaults: ExtractSettings\')')
+    f.add_argument('--rate', type=float, help='steps a second of the audio and vision sequences (default 10)')
+    f.add_argument('--align', choices=['frames', 'words'], help='frames: --rate steps a second (default); words: a step per word of CLIP.words.csv')
+    f.add_argument('--max-tokens', type=int, help='text tokens kept per transcript (default 50)')
+    for m, what in (('text', 'BERT-family'), ('audio', 'Hugging Face audio'), ('vision', 'Hugging Face vision')):
+        f.add_argument(f'--{m}-model', metavar='DIR', help=f"a local {what} model folder instead of the default (never downloaded)")
+    f.add_argument('--missing', choices=['mask', 'skip'], help='a clip without audio or face: mask that modality (default), or skip the clip')
+    f.add_argument('--no-standardise', action='store_true', help="keep raw values (default: z-scored with the train split's statistics)")
+    lim = x.add_argument_group('limits on each clip (media files are untrusted)')
+    lim.add_argument('--max-duration', type=float, help='seconds (default 600)')
+    lim.add_argument('--max-side', type=int, help="pixels, a frame's longer side (default 4096)")
+    lim.add_argument('--max-frames', type=int, help='decoded video frames (default 36000)')
+    p = sub.add_parser('predict', help="a trained run's prediction for new clips (a CDaT run's: with each modality's confidence)")
+    p.add_argument('run_dir', metavar='RUN_DIR', help='a seed folder of a run trained on a file from cdat extract')
+    p.add_argument('clips', nargs='+', metavar='CLIP', help='the clips (a words file beside each, when the data has word steps)')
+    p.add_argument('--text', action='append', default=[], help='the transcript of a clip; once per clip, in order (none: text masked)')
+    p.add_argument('--json', action='store_true', help='print JSON instead of a table')
+    p.add_argument('--data', help='another path to the run\'s dataset file')
+    p.add_argument('--device', help='another device (default: the run\'s)')
+    for q in (x, p): q.add_argument('--debug', **debug)
+
 # %% ../nbs/25_cli.ipynb #3eb5e3ae
 TRAIN_EXAMPLES = """examples:
   cdat train                                          Naive Fusion on the embedded sample (seconds on a CPU)
   cdat train --resume                                 the same run again: continued, or reported when finished
-  cdat train --model tfn --data mosei_senti_data.pkl --epochs 20 --seeds 0 1 2
+  cdat train --model tfn --data data_samples/mult_mosei_senti_unaligned.pkl --seeds 0 1 2   another file, 3 seeds
   cdat train --model tfn --method cdat --confidence confidnet --test
-  cdat train --model tailor --with hycon --with-arg hycon.v2=true"""
+  cdat train --model tailor --with hycon --with-arg hycon.v2=true
+  cdat train --model tailor --preset small --epochs 20 --run-name tailor-small   a size for small data"""
 
 def make_parser()->argparse.ArgumentParser:
     "The `cdat` argument parser"
     p = _Parser(prog='cdat', description='Train and evaluate multimodal emotion and sentiment models (cdatlib).')
     debug = dict(action='store_true', default=argparse.SUPPRESS, help='show the full traceback of an error')
     p.add_argument('--debug', **debug)
-    sub = p.add_subparsers(dest='command', metavar='{train,tune,evaluate,analyze,reproduce,data}', parser_class=_Parser)
+    sub = p.add_subparsers(dest='command', metavar='{train,tune,evaluate,analyze,reproduce,data,extract,predict}', parser_class=_Parser)
     t = sub.add_parser('train', help='train a model (defaults: Naive Fusion on the embedded sample)', epilog=TRAIN_EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     tu = sub.add_parser('tune', help="search CDaT's alpha with Ray Tune (pip install -e '.[tune]')")
@@ -134,11 +172,12 @@ def make_parser()->argparse.ArgumentParser:
     rp = sub.add_parser('reproduce', help="run a paper's table as a declared grid (--list names them)", add_help=False)
     rp.add_argument('args', nargs=argparse.REMAINDER, help='see cdat reproduce --help')
     _data_parsers(sub, debug)
+    _clip_parsers(sub, debug)
     return p
 
 # %% ../nbs/25_cli.ipynb #f562df6b
 FLAG_FIELDS = ('data', 'layout', 'model', 'epochs', 'batch_size', 'lr', 'weight_decay', 'warmup', 'grad_clip', 'patience',
-               'seeds', 'device', 'out_dir', 'run_name', 'method', 'confidence', 'alpha', 'cdat_epochs') # flag = field
+               'seeds', 'device', 'out_dir', 'run_name', 'method', 'confidence', 'alpha', 'cdat_epochs', 'preset') # flag = field
 
 def _with_args(base, args)->dict:
     "The add-ons of the run: the file's, those attached with --with, and their --with-arg values"
@@ -166,34 +205,45 @@ def config_from_args(args)->TrainConfig:
     return config_from_dict(base, source='command line')
 
 # %% ../nbs/25_cli.ipynb #7c7be766
-def _print_metrics(summary, prefix):
-    rows = [k for k in summary.index if k.startswith(prefix)]
+def _print_metrics(summary, prefixes):
+    "One line per metric with one of `prefixes`, aligned together"
+    rows = [k for p in prefixes for k in summary.index if k.startswith(p)]
     width = max(len(k) for k in rows) if rows else 0
     for k in rows: print(f"  {k:<{width}}  {summary.loc[k, 'mean ± std']}")
 
 def print_summary(cfg:TrainConfig, summary, test:bool=False):
     "What `cdat train` prints at the end: the metrics (a method's beside its baseline's) and where the runs are"
     from cdatlib.run import side_by_side
-    n = len(cfg.seeds)
+    n, prefixes = len(cfg.seeds), ('valid_', 'test_', 'train_loss') if test else ('valid_', 'train_loss')
     if cfg.method:
         print(f"selected on the validation split; baseline and {cfg.method} ({cfg.confidence} confidence, "
               f"alpha {cfg.alpha:g}) over {n} seed(s) (mean ± std):")
-        for p in ('valid_', 'test_') if test else ('valid_',): print(side_by_side(summary, p, cfg.method))
+        for p in prefixes: print(side_by_side(summary, p, cfg.method))
     else:
         print(f"selected on the validation split; metrics over {n} seed(s) (mean ± std):")
-        _print_metrics(summary, 'valid_')
-        if test: _print_metrics(summary, 'test_')
+        _print_metrics(summary, prefixes)
+    if any(k.startswith('train_loss_hycon_iamcl') for k in summary.index):
+        print("  (train_loss_*: the terms at the selected epoch; HyCon's iamcl and iemcl ratio terms lie between -1 and 0, "
+              "so the total can be negative)")
     first = cfg.run_dir(cfg.seeds[0])
-    print(f"runs in {first.parent}")
+    print(f"runs in {first.parent}; curves: {first/('cdat' if cfg.method else '')/'curves.png'}")
     if not test: print(f"next: cdat evaluate {first} --split test   (the test split, once the configuration is final)")
     if cfg.method: print(f"      cdat analyze masking {first}   (which modality misleads the baseline, and CDaT)")
 
 # %% ../nbs/25_cli.ipynb #9769ec73
+def _loggers(names)->list:
+    "The callbacks of `--log` (TensorBoard), refused before training when their package is missing"
+    if 'tensorboard' not in names: return []
+    from importlib.util import find_spec
+    if find_spec('tensorboard') is None: raise ConfigError('--log tensorboard: the tensorboard package is not installed; pip install -e ".[tensorboard]"')
+    from cdatlib.callbacks import TensorBoardCB
+    return [TensorBoardCB()]
+
 def _train(args):
     from cdatlib.run import train
     cfg = config_from_args(args)
     res = train(cfg, test=args.test, resume=args.resume, overwrite=args.overwrite, progress=False if args.quiet else None,
-                accept=args.accept_data)
+                accept=args.accept_data, cbs=_loggers(args.log))
     print_summary(cfg, res.summary, args.test)
 
 def _tune(args):
@@ -221,6 +271,19 @@ def _masking(args):
     print(masking_table(reports).to_string())
     if args.plot: print(f"plot: {save_masking_plot(reports, args.plot)}")
 
+# %% ../nbs/25_cli.ipynb #d22c200b
+def _extract(args):
+    from cdatlib.extract import extract, ExtractSettings, MediaLimits # imported here: --help stays instant
+    given = lambda names: {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    settings = ExtractSettings(**given(EXTRACT_FIELDS), **({'standardise': False} if args.no_standardise else {}))
+    print(extract(args.clips_dir, args.labels, args.out, settings, MediaLimits(**given(LIMIT_FIELDS)), args.cache,
+                  args.overwrite, progress=False if args.quiet else None))
+
+def _predict(args):
+    from cdatlib.extract import predict_clips, predictions_text, predictions_json
+    table, skipped = predict_clips(args.run_dir, args.clips, args.text, args.data, args.device)
+    print(predictions_json(table, skipped) if args.json else predictions_text(table, skipped))
+
 # %% ../nbs/25_cli.ipynb #0b566aad
 def _describe(args):
     from cdatlib.formats import load_dataset
@@ -234,7 +297,8 @@ def _make_samples(args):
     print(f"wrote the synthetic samples to {out}")
 
 COMMANDS = {('train',): _train, ('tune',): _tune, ('evaluate',): _evaluate, ('analyze', 'masking'): _masking,
-            ('data', 'describe'): _describe, ('data', 'make-samples'): _make_samples}
+            ('data', 'describe'): _describe, ('data', 'make-samples'): _make_samples,
+            ('extract',): _extract, ('predict',): _predict}
 
 def _command(args)->tuple:
     return tuple(x for x in (args.command, getattr(args, 'analyze_command', None), getattr(args, 'data_command', None)) if x)
@@ -257,6 +321,7 @@ def main(argv=None)->int:
     except KeyboardInterrupt:
         if debug: raise
         hint = '; run the same command with --resume to continue from the last finished epoch' if {'train', 'tune'} & set(argv) else ''
+        if argv[:1] == ['extract']: hint = '; run the same command again: the clips done so far come from the cache'
         print(f"cdat: interrupted{hint}", file=sys.stderr)
         return 130
     except Exception as e:

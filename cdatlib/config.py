@@ -13,7 +13,7 @@ from fastcore.basics import patch
 import cdatlib
 
 # %% auto #0
-__all__ = ['DEFAULT_SAMPLE', 'LAYOUTS', 'LAYOUT_ALIASES', 'MODELS', 'ADDONS', 'METHODS', 'CONFIDENCES', 'LEARNABILITY',
+__all__ = ['DEFAULT_SAMPLE', 'LAYOUTS', 'LAYOUT_ALIASES', 'MODELS', 'ADDONS', 'METHODS', 'PRESETS', 'CONFIDENCES', 'LEARNABILITY',
            'CONFIDNET_FIT', 'CONFIDNET_FIXED', 'RESUME_SAFE', 'ConfigError', 'find_data_samples', 'did_you_mean',
            'refuse_unknown', 'registered', 'model_class', 'addon_class', 'TrainConfig', 'resolve_layout',
            'check_device', 'validate_config', 'save_config', 'read_config_dict', 'config_from_dict', 'load_config',
@@ -90,6 +90,7 @@ def _accepted(cls)->list:
 
 # %% ../nbs/13_config.ipynb #82959c43
 METHODS = ('', 'cdat', 'cdat+hycon') # '' = the model alone (with its add-ons)
+PRESETS = ('reference', 'small') # model sizes: the paper's, or the model's `small_args`
 CONFIDENCES = ('const', 'ce', 'confidnet') # CDaT's modality-confidence variants
 LEARNABILITY = ('no-positive', 'constant-labels', 'one-sample', 'shared-ids', 'duplicate-ids') # data refusals a run may accept (chapter 14)
 
@@ -98,8 +99,10 @@ class TrainConfig:
     "Everything that defines a training run; saved as config.json beside its checkpoints"
     data:str='' # dataset file or folder; '' = the embedded sample `data_samples/tailor_mosei_aligned.pt`
     layout:str='' # force a file layout (one of `LAYOUTS`, or an alias such as 'npz'); '' = sniff it
+    iemocap_as:str='' # a MulT IEMOCAP file's labels: '' (MulT: one binary task per emotion) or 'multilabel' (CDaT: one label set)
     model:str='naive' # a key of `MODELS`
     model_args:dict=field(default_factory=dict) # keyword arguments of the model's constructor
+    preset:str='reference' # the model's size, one of `PRESETS`: 'reference' (the paper's) or 'small' (for small data)
     epochs:int=10 # maximum number of epochs
     batch_size:int=32 # samples per batch
     lr:float=1e-3 # peak learning rate (AdamW)
@@ -203,7 +206,7 @@ def _check_run_name(name:str):
 
 # %% ../nbs/13_config.ipynb #1f1ed77f
 CONFIDNET_FIT = 'cdatlib.cdat.confidence:fit_confidnet' # trains CDaT's stage 2
-CONFIDNET_FIXED = ('model', 'dls', 'task', 'seed', 'device', 'cache') # what the run itself gives `fit_confidnet`
+CONFIDNET_FIXED = ('model', 'dls', 'task', 'seed', 'device', 'cache', 'progress') # what the run itself gives `fit_confidnet`
 
 def _check_method(cfg):
     "The CDaT fields: method, confidence, alpha, cdat_epochs, confidnet_args and the CDaT add-on's own arguments"
@@ -235,6 +238,9 @@ def validate_config(cfg:TrainConfig)->TrainConfig:
     "Check every field of `cfg`; raise `ConfigError` naming the first bad one"
     for f in dataclasses.fields(cfg): _check_type(f.name, getattr(cfg, f.name), _field_types()[f.name])
     refuse_unknown(MODELS, cfg.model, 'model', 'model')
+    if cfg.iemocap_as not in ('', 'binary_per_class', 'multilabel'):
+        raise ConfigError(f"iemocap_as: '' (one binary task per emotion, MulT's) or 'multilabel' (CDaT's), got {cfg.iemocap_as!r}")
+    if cfg.preset not in PRESETS: raise ConfigError(f"preset: one of {', '.join(PRESETS)}, got {cfg.preset!r}{did_you_mean(cfg.preset, PRESETS)}")
     for k in ('epochs', 'batch_size'):
         if getattr(cfg, k) < 1: raise ConfigError(f"{k}: must be at least 1, got {getattr(cfg, k)}")
     for k in ('lr', 'weight_decay', 'warmup', 'grad_clip'): # NaN passes every comparison, so test finiteness first
@@ -366,8 +372,9 @@ def build_model(cfg:TrainConfig, # the run configuration
                ):
     "Instantiate the configured fusion model for `data`"
     cls = model_class(cfg.model)
-    # what the model reads off the data (e.g. TAILOR: aligned or not), overridden by the user's model_args
-    kwargs = {**cls.data_args(data.train.seq_lens, data.task), **cfg.model_args}
+    # what the model reads off the data (e.g. TAILOR: aligned or not), then the preset's size, then the user's model_args
+    size = cls.small_args if cfg.preset == 'small' else {}
+    kwargs = {**cls.data_args(data.train.seq_lens, data.task), **size, **cfg.model_args}
     try: return cls(data.dims, data.task.n_outputs, **kwargs)
     except TypeError as e:
         import inspect

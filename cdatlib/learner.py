@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from fastcore.basics import patch
 from fastcore.imports import in_notebook
-from fastprogress.fastprogress import master_bar, progress_bar
+from fastprogress.fastprogress import master_bar, progress_bar, format_time
 from .dataset import Task
 from .metrics import task_metrics, selection_metric
 
@@ -344,6 +344,11 @@ def interactive()->bool:
     except Exception: isatty = False
     return in_notebook() or isatty
 
+def _cell(key, v)->str:
+    "One value of the epoch table: times as mm:ss (fastai's style), other floats to four places"
+    if key == 'time' and isinstance(v, (int, float)): return format_time(v)
+    return f'{v:.4f}' if isinstance(v, float) else str(v)
+
 class ProgressCB(Callback):
     "Nested progress bars (epochs, batches) and an epoch table; quiet unless in a terminal or notebook"
     order = 0
@@ -353,8 +358,11 @@ class ProgressCB(Callback):
                 ): self.show, self.columns, self.mbar = show, columns, None
     def _on(self): return interactive() if self.show is None else self.show
     def before_fit(self, learn): self.mbar, self.header, self.done = None, None, 0
-    def before_epoch(self, learn): # made here, not in `before_fit`: over the epochs the `before_fit` callbacks left
-        if self.mbar is None and self._on(): self.mbar = master_bar(learn.epochs); self.mbar.update(0)
+    def before_epoch(self, learn): # made here, not in `before_fit`: a resumed run (`ResumeCB`) starts at its epoch
+        if self.mbar is None and self._on():
+            self.done = learn.start_epoch
+            self.mbar = master_bar(range(learn.n_epochs)); self.mbar.update(0) # fastprogress starts its clock at 0
+            if self.done: self.mbar.update(self.done)
     def _wrap(self, learn):
         if self._on(): learn.dl = progress_bar(learn.dl, leave=False, parent=self.mbar)
     before_train = before_valid = _wrap
@@ -366,8 +374,7 @@ class ProgressCB(Callback):
                 sel = f'valid_{selection_metric(learn.task)[0]}'
                 self.header = [k for k in (self.columns or ['epoch', 'train_loss', 'valid_loss', sel, 'time']) if k in row]
                 self.mbar.write(self.header, table=True)
-            self.mbar.write([f'{row.get(k, float("nan")):.4f}' if isinstance(row.get(k), float) else str(row.get(k))
-                             for k in self.header], table=True)
+            self.mbar.write([_cell(k, row.get(k)) for k in self.header], table=True)
         self.done += 1; self.mbar.update(self.done)
     def cleanup_fit(self, learn): self.mbar = None
 

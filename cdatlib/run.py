@@ -6,7 +6,7 @@ Docs: https://cdatlib.github.io/cdatlib/run.html.md"""
 
 # %% ../nbs/14_run.ipynb #7a14fd29
 from __future__ import annotations
-import contextlib, dataclasses, errno, hashlib, json, math, time
+import contextlib, dataclasses, errno, hashlib, io, json, math, time
 from dataclasses import dataclass, field
 from collections import Counter
 from pathlib import Path
@@ -15,10 +15,10 @@ from fastcore.basics import patch
 import pandas as pd
 import torch
 from .config import (TrainConfig, ConfigError, validate_config, save_config, config_from_dict, read_config_dict,
-                            config_diff, resolve_layout, build_model, init_weights, addon_class, LEARNABILITY,
+                            config_diff, resolve_layout, build_model, init_weights, addon_class, model_class, LEARNABILITY,
                             typed_config)
 from .formats import load_dataset, DatasetFormatError
-from .learner import default_device
+from .learner import default_device, interactive, MetricsCB
 from .callbacks import (build_learner, set_seed, load_checkpoint, atomic_write, clean_stale_tmp, dataloaders,
                                RunLock, RunLockError, CheckpointError, NonFiniteLossError, ResumeCB, RunFileError,
                                read_regular, MAX_RECORD_BYTES, MAX_CHECKPOINT_BYTES)
@@ -27,11 +27,12 @@ from .cdat.confidence import fit_confidnet, save_confidnet, load_confidnet, Conf
 from .cdat.masking import masking_analysis
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'STAGES', 'RUNNERS', 'RunFailedError', 'first_line', 'run_device', 'load_data', 'data_report',
-           'learnability', 'warn_stderr', 'checked_data', 'RunFolder', 'file_sha256', 'record_sha256', 'addon_args',
-           'build_addons', 'train_seed', 'trained_model', 'evaluate_weights', 'Stage', 'method_stages',
-           'confidnet_seed', 'stage_folders', 'run_stages', 'check_arguments', 'TrainResult', 'train', 'side_by_side',
-           'LoadedRun', 'load_run', 'evaluate_run', 'predict', 'analyze_masking', 'error_line']
+__all__ = ['RUN_FILES', 'STAGES', 'RUNNERS', 'SMALL_DATA', 'RunFailedError', 'first_line', 'run_device', 'load_data',
+           'data_report', 'learnability', 'warn_stderr', 'checked_data', 'RunFolder', 'file_sha256', 'record_sha256',
+           'addon_args', 'build_addons', 'loss_terms', 'prediction_warnings', 'save_curves', 'train_seed',
+           'trained_model', 'evaluate_weights', 'Stage', 'method_stages', 'confidnet_seed', 'stage_folders',
+           'run_stages', 'check_arguments', 'size_warning', 'TrainResult', 'train', 'side_by_side', 'LoadedRun',
+           'load_run', 'evaluate_run', 'predict', 'analyze_masking', 'error_line']
 
 # %% ../nbs/14_run.ipynb #e3d48458
 class RunFailedError(RuntimeError): "A run that started but could not finish (e.g. every trial of a sweep failed)"
@@ -46,8 +47,13 @@ def run_device(cfg:TrainConfig)->torch.device:
     return default_device() if cfg.device == 'auto' else torch.device(cfg.device)
 
 def load_data(cfg:TrainConfig):
-    "The dataset of `cfg` (its layout name resolved, e.g. 'npz' -> 'utterance')"
-    return load_dataset(cfg.data_path(), layout=resolve_layout(cfg.layout))
+    "The dataset of `cfg` (its layout name resolved, e.g. 'npz' -> 'utterance'; IEMOCAP's labels read as asked)"
+    kw = {'iemocap_as': cfg.iemocap_as} if cfg.iemocap_as else {}
+    try: return load_dataset(cfg.data_path(), layout=resolve_layout(cfg.layout), **kw)
+    except TypeError as e: # only the MulT reader takes iemocap_as
+        if not kw: raise
+        raise ConfigError(f"iemocap_as: {cfg.data_path()} is not a MulT pickle; only MulT's IEMOCAP file has labels to read "
+                          f"either way ({first_line(e)})") from None
 
 def data_report(data, # a `MultimodalData`
                 test:bool=False, # the test split will be evaluated
@@ -123,7 +129,7 @@ def checked_data(cfg:TrainConfig, test:bool=False, log=print, warn=warn_stderr, 
     return data, device
 
 # %% ../nbs/14_run.ipynb #9337d3b4
-RUN_FILES = ('config.json', 'best.pt', 'last.pt', 'log.csv', 'done.json') # what a seed folder holds
+RUN_FILES = ('config.json', 'best.pt', 'last.pt', 'log.csv', 'done.json', 'curves.png') # what a seed folder holds
 
 @dataclass
 class RunFolder:
@@ -214,6 +220,45 @@ def build_addons(cfg:TrainConfig)->list:
             raise ConfigError(f"addons.{name}: {e}") from None
     return out
 
+# %% ../nbs/14_run.ipynb #41819cb9
+def loss_terms(learn)->dict:
+    "The training loss and its terms (the model's and the add-ons') at the selected epoch; {} when it has no terms"
+    row = next((h for h in learn.history if h['epoch'] == learn.best_epoch), {})
+    terms = {k: v for k, v in row.items() if k.startswith('train_loss_')}
+    return {'train_loss': row['train_loss'], **terms} if terms else {}
+
+def prediction_warnings(task, # the dataset's `Task`
+                        logits:torch.Tensor, # (N, C) outputs of the selected model on the validation split
+                       )->list:
+    "What is wrong with a model whose outputs are these: the same for every sample, or never a positive class"
+    out = []
+    if len(logits) > 1 and float(logits.float().std(0).max()) < 1e-6: out.append('the same output for every sample')
+    elif task.kind != 'regression' and not bool((logits > 0).any()): out.append('no positive class for any sample')
+    return out
+
+def _valid_logits(learn)->torch.Tensor:
+    "The outputs of the last pass `MetricsCB` saw (call right after `learn.evaluate('valid')`)"
+    return torch.cat(next(cb for cb in learn.cbs if isinstance(cb, MetricsCB)).logits)
+
+# %% ../nbs/14_run.ipynb #33edb638
+def save_curves(history:list, # `learn.history`: one dict per epoch
+                path, # where the PNG goes (written atomically)
+                metric:str, # the selection metric, e.g. 'micro_f1'
+                best_epoch:int=None, # marked with a dotted line
+               )->Path:
+    "The loss and `metric` per epoch, train and valid side by side, as a PNG"
+    from matplotlib.figure import Figure # not pyplot: no GUI backend and no global figure state in a library
+    h = pd.DataFrame(history)
+    fig = Figure(figsize=(8, 3), layout='constrained')
+    for ax, key in zip(fig.subplots(1, 2), ('loss', metric)):
+        for split in ('train', 'valid'):
+            if f'{split}_{key}' in h: ax.plot(h['epoch'], h[f'{split}_{key}'], marker='.', label=split)
+        if best_epoch is not None: ax.axvline(best_epoch, color='grey', ls=':', label='selected')
+        ax.set(xlabel='epoch', title=key); ax.legend(); ax.xaxis.get_major_locator().set_params(integer=True)
+    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=100)
+    atomic_write(path, buf.getvalue())
+    return Path(path)
+
 # %% ../nbs/14_run.ipynb #f394cbf1
 def _seed_learner(cfg, data, folder, device, progress, cbs):
     set_seed(folder.seed, cfg.deterministic)
@@ -234,6 +279,7 @@ def _finished(cfg, data, folder, test, log)->dict:
     log(f"seed {folder.seed}: already finished, {folder.path}")
     return row
 
+# %% ../nbs/14_run.ipynb #f46fe2b2
 def train_seed(cfg:TrainConfig, data, folder:RunFolder, state:str='new', test:bool=False, device=None,
                progress:bool=None, log=print, warn=warn_stderr, cbs=())->dict:
     "Train (or finish, or just report) one seed in `folder`, whose lock the caller holds; return its row"
@@ -246,9 +292,15 @@ def train_seed(cfg:TrainConfig, data, folder:RunFolder, state:str='new', test:bo
     try: learn.fit(cfg.epochs, cbs=[ResumeCB(last)] if state == 'resume' and last.exists() else [])
     except NonFiniteLossError as e: raise NonFiniteLossError(f"seed {folder.seed} ({folder.path}): {e}") from None
     row = {'seed': folder.seed, 'best_epoch': learn.best_epoch, 'seconds': round(time.time() - t0, 2)}
-    for s in (('valid', 'test') if test else ('valid',)): row.update({f'{s}_{k}': v for k, v in learn.evaluate(s).items()})
-    folder.write_done(row)
     name, _ = selection_metric(data.task)
+    row.update({f'valid_{k}': v for k, v in learn.evaluate('valid').items()})
+    for w in prediction_warnings(data.task, _valid_logits(learn)):
+        warn(f"seed {folder.seed} ({folder.path}): the selected model predicts {w} on the validation split; its metrics "
+             "are a constant predictor's (try another --lr, more --epochs, or --preset small)")
+    if test: row.update({f'test_{k}': v for k, v in learn.evaluate('test').items()})
+    row.update(loss_terms(learn))
+    save_curves(learn.history, folder/'curves.png', name, learn.best_epoch)
+    folder.write_done(row)
     log(f"seed {folder.seed}: best epoch {learn.best_epoch}, valid {name} {row[f'valid_{name}']:.4f} "
         f"({row['seconds']:.1f} s) -> {folder.path}")
     return row
@@ -323,7 +375,7 @@ def confidnet_seed(cfg:TrainConfig, data, folder:RunFolder, state:str='new', tes
     model = init_weights(build_model(cfg, data), cfg).to(device)
     dls = dataloaders(data, cfg.batch_size, seed=folder.seed, device=device)
     net, hist = fit_confidnet(model, {'train': dls['train'], 'valid': dls['valid']}, data.task, seed=folder.seed,
-                              device=device, **cfg.confidnet_args)
+                              device=device, progress=interactive() if progress is None else progress, **cfg.confidnet_args)
     save_confidnet(net, folder/'confidnet.pt', history=hist)
     atomic_write(folder/'log.csv', hist.to_csv(index=False))
     row = {'seed': folder.seed, 'best_epoch': hist.attrs.get('best_epoch'), 'valid_mse': float(hist['valid_mse'].min()),
@@ -369,7 +421,7 @@ def run_stages(cfg:TrainConfig, data, folder:RunFolder, state:str='new', test:bo
         rows[s.name] = RUNNERS[s.runner](c, data, f, st, test, device, progress, lambda m, n=s.name: log(f"[{n}] {m}"), warn, cbs)
     if 'baseline' not in rows and cfg.init_from and (names is None or 'baseline' in names):
         rows['baseline'] = _given_baseline(cfg, data, folder.seed, test, log)
-    row.update({f'baseline_{k}': v for k, v in rows.get('baseline', {}).items() if k.startswith(('valid_', 'test_', 'best_epoch'))})
+    row.update({f'baseline_{k}': v for k, v in rows.get('baseline', {}).items() if k.startswith(('valid_', 'test_', 'train_loss', 'best_epoch'))})
     if 'confidnet' in rows: row['confidnet_valid_mse'] = rows['confidnet']['valid_mse']
     row.update({k: v for k, v in rows.get('cdat', {}).items() if k not in ('seed', 'seconds')})
     row['seconds'] = round(time.time() - t0, 2)
@@ -401,6 +453,17 @@ def check_arguments(cfg:TrainConfig, data):
             _built(f"addons.{a}: {args}", lambda: addon_class(a)(**kw))
     arch = {k: v for k, v in cfg.confidnet_args.items() if k in ('n_layers', 'hidden', 'dropout', 'sigmoid', 'output')}
     if cfg.method and cfg.confidence == 'confidnet': _built(f"confidnet_args: {arch}", lambda: ConfidNet(4, **arch))
+
+# %% ../nbs/14_run.ipynb #40f9742e
+SMALL_DATA = 1000 # fewer training samples than any benchmark's train split: a model's small preset is suggested
+
+def size_warning(cfg:TrainConfig, data)->str:
+    "A line suggesting `--preset small` when a model that has one is trained at its reference size on small data"
+    cls = model_class(cfg.model)
+    if cfg.preset == 'small' or not cls.small_args or len(data.train) >= SMALL_DATA: return ''
+    n = sum(p.numel() for p in build_model(cfg, data).parameters())
+    return (f"model: {cfg.model} at its reference size has {n/1e6:.1f} M parameters for {len(data.train)} training samples; "
+            f"--preset small builds a smaller one ({', '.join(f'{k}={v}' for k, v in cls.small_args.items())})")
 
 # %% ../nbs/14_run.ipynb #356655fd
 @dataclass
@@ -468,6 +531,7 @@ def train(cfg:TrainConfig, # what to run
                 for seed, f in folders.items(): stage_folders(cfg, seed, f.path, states[seed]) # and the stages'
             data, device = checked_data(cfg, test, log, warn, data, accept)
             check_arguments(cfg, data)
+            if size := size_warning(cfg, data): warn(size)
             run_seed = run_stages if cfg.method else train_seed
             rows = [run_seed(cfg, data, f, states[s], test, device, progress, log, warn, cbs) for s, f in folders.items()]
     except BaseException: # refused before anything was written: leave no empty folders behind
@@ -563,7 +627,7 @@ def predict(run, # a `LoadedRun`, or a run folder
 # %% ../nbs/14_run.ipynb #dee131ab
 def analyze_masking(run_dir, # a seed folder written by `train`
                     split:str='valid', # the split to analyse
-                    criterion:str='jaccard', # 'jaccard' (the Jaccard index rises) or 'exact' (becomes an exact match)
+                    criterion:str='exact', # 'exact' (becomes an exact match: the authors' count) or 'jaccard' (the Jaccard index rises)
                     keep_empty:bool=False, # also count samples without a positive label (label-set tasks)
                     data:str=None, # another path to the same dataset
                     device:str=None, # another device

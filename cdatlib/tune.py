@@ -6,12 +6,12 @@ Docs: https://cdatlib.github.io/cdatlib/tune.html.md"""
 
 # %% ../nbs/21_tune.ipynb #cf7f9a75
 from __future__ import annotations
-import collections, contextlib, dataclasses, os, shutil, socket
+import collections, contextlib, dataclasses, math, os, shutil, socket
 from pathlib import Path
 import pandas as pd
 from .config import TrainConfig, ConfigError, validate_config
 from .learner import Callback
-from .callbacks import atomic_write, is_better
+from .callbacks import atomic_write, is_better, NonFiniteLossError
 from .metrics import selection_metric
 from .run import (first_line, RunFolder, RunFailedError, method_stages, stage_folders, run_stages, checked_data, load_data,
                          train_seed, evaluate_weights, run_device, side_by_side, warn_stderr)
@@ -69,12 +69,14 @@ def run_trial(cfg:TrainConfig, # the CDaT run (method 'cdat') whose stages 1 and
         return train_seed(c, load_data(c), folder, state, False, device or run_device(c), False, quiet, quiet,
                           cbs=[TuneReportCB(report)] if report else [])
 
-def _ray_trial(config, cfg:dict=None, seed:int=0, top:str='', threads:int=1):
+def _ray_trial(config, cfg:dict=None, seed:int=0, top:str='', threads:int=1, col:str='valid_loss', worst:float=math.inf):
     "The function Ray runs for one trial, in a worker process"
     import torch
     from ray import tune
     torch.set_num_threads(threads) # as many threads as the CPUs the trial reserved
-    run_trial(TrainConfig(**cfg), config['alpha'], seed, top, tune.get_context().get_trial_id(), report=tune.report)
+    try: run_trial(TrainConfig(**cfg), config['alpha'], seed, top, tune.get_context().get_trial_id(), report=tune.report)
+    except NonFiniteLossError as e: # its own failure, not its node's: reported, not raised, so Ray does not run it again
+        tune.report({'failed': first_line(e), col: worst, 'epochs_done': 0})
 
 # %% ../nbs/21_tune.ipynb #8c6f82f0
 def best_trial(rows:list, # one dict per trial, with the metric `col`
@@ -213,7 +215,8 @@ def _run_sweep(ray, cfg, top, col, mode, lo, hi, num_samples, cpus, gpus, grace_
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
     trainable = tune.with_resources(
-        tune.with_parameters(_ray_trial, cfg=dataclasses.asdict(cfg), seed=cfg.seeds[0], top=str(top), threads=max(1, int(cpus))),
+        tune.with_parameters(_ray_trial, cfg=dataclasses.asdict(cfg), seed=cfg.seeds[0], top=str(top), threads=max(1, int(cpus)),
+                             col=col, worst=-math.inf if mode == 'max' else math.inf),
         {'cpu': cpus, 'gpu': gpus})
     epochs = cfg.cdat_epochs or cfg.epochs
     asha = ASHAScheduler(time_attr='epochs_done', max_t=epochs, grace_period=min(grace_period, epochs), reduction_factor=reduction_factor)
@@ -232,6 +235,8 @@ def _trial_rows(results, top, col, mode, warn)->list:
     rows, failed = [], []
     for r in results:
         trial = (r.metrics or {}).get('trial_id')
+        if 'failed' in (r.metrics or {}): # it failed by itself (a NaN loss): once, not retried
+            failed.append(f"{r.metrics['failed']} (not retried: it would fail the same way again)"); continue
         log = top/'trials'/str(trial)/'log.csv'
         if r.error is not None or not trial or not log.exists():
             failed.append(first_line(r.error or 'no result')); continue

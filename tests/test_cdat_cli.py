@@ -206,11 +206,12 @@ def test_analyze_masking_counts_what_the_model_gets_wrong(baselines, tmp_path, c
     improved = {k: int(v.split('/')[0]) for k, v in rows.items()}
     assert all(int(v.split('/')[1]) == wrong for v in rows.values()), (rows, wrong)
     assert max(improved[m] for m in ('text', 'audio', 'vision')) <= improved['any'] <= sum(improved[m] for m in ('text', 'audio', 'vision'))
-    # --keep-empty counts more samples; exact match is another criterion
+    # --keep-empty counts more samples; the Jaccard index is another criterion; the API's defaults are the command's
     keep = analyze_masking(run_dir, keep_empty=True)['naive']
     assert int(keep.table.loc['any', 'misclassified']) == int(((p != y).any(1)).sum())
-    exact = analyze_masking(run_dir, criterion='exact')['naive']
-    assert exact.criterion == 'exact' and exact.table.loc['any', 'misclassified'] == wrong
+    jac = analyze_masking(run_dir, criterion='jaccard')['naive']
+    assert jac.criterion == 'jaccard' and jac.table.loc['any', 'misclassified'] == wrong
+    assert analyze_masking(run_dir)['naive'].criterion == 'exact'
 
 @pytest.mark.parametrize('args,needle', [
     (['/nowhere/run'], 'no such run folder'),

@@ -74,3 +74,15 @@ def test_ci_sized_sweep(tmp_path, capsys):
     assert 'best: alpha' in out and 'baseline' in out and 'cdat' in out
     rc, out, err = run(capsys, 'tune', *TINY, '--seeds', '3', '--out-dir', str(tmp_path), '--samples', '2')
     assert rc == 2 and 'holds a run already' in err
+
+@pytest.mark.skipif(not HAVE_RAY, reason='Ray Tune is an optional extra: pip install -e ".[tune]" to run the sweep')
+def test_a_trial_that_fails_by_itself_is_reported_once_not_retried(tmp_path, monkeypatch):
+    import cdatlib.tune as T
+    from cdatlib.run import RunFailedError
+    monkeypatch.setitem(T.ALPHA_RANGES, 'paper', (1e39, 1e40))    # alpha overflows float32: every trial's loss is inf
+    cfg = TrainConfig(method='cdat', confidence='ce', epochs=2, batch_size=64, out_dir=str(tmp_path), seeds=[0])
+    with pytest.raises(RunFailedError, match=r'all 2 trials failed.*non-finite loss.*not retried'):
+        T.tune_cdat(cfg, num_samples=2, num_cpus=2, log=lambda *a: None, warn=lambda *a: None)
+    # each trial started once: Ray kept no error to retry, and its folder holds one run's epochs at most
+    for d in (T.tune_dir(cfg, 0)/'trials').iterdir():
+        assert not (d/'done.json').exists()

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 import torch.nn.functional as F
+from fastprogress.fastprogress import progress_bar
 from ..dataset import MODALITIES
 from ..callbacks import atomic_save, load_checkpoint, CheckpointError
 from .masking import fuse_dropped, train_mode, _eval_outputs
@@ -114,22 +115,26 @@ def cache_fused(model:nn.Module, # the frozen fusion model
     return {'z': torch.cat(zs), 'target': torch.cat(ts), 'y': torch.cat(ys), 'index': torch.cat(idx)}
 
 # %% ../../nbs/17_cdat_confidence.ipynb #894f1dd5
-def _train_confidnet(net, zt, tt, zv, tv, epochs, lr, batch_size, gen)->pd.DataFrame:
+def _train_confidnet(net, zt, tt, zv, tv, epochs, lr, batch_size, gen, progress=False, clip=1.0)->pd.DataFrame:
     "Adam on the cached (z, target) pairs; the best validation epoch's weights are left in `net`; the history"
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     best, best_state, rows = math.inf, None, []
-    for epoch in range(epochs):
+    bar = progress_bar(range(epochs), leave=False) if progress else range(epochs) # 500 epochs: a minute on a CPU
+    for epoch in bar:
         net.train(); perm = torch.randperm(len(zt), generator=gen).to(zt.device)
         total = torch.zeros((), device=zt.device) # summed on the device: one host read per epoch, not per step
         for i in range(0, len(zt), batch_size):
             j = perm[i:i + batch_size]
             if len(j) < 2: continue # BatchNorm needs two samples
             loss = F.mse_loss(net(zt[j]), tt[j])
-            opt.zero_grad(); loss.backward(); opt.step(); total += loss.detach() * len(j)
+            opt.zero_grad(); loss.backward()
+            if clip: nn.utils.clip_grad_norm_(net.parameters(), clip) # as the official training (max norm 1.0)
+            opt.step(); total += loss.detach() * len(j)
         net.eval()
         with torch.no_grad(): vl = F.mse_loss(net(zv), tv) if len(zv) else torch.full((), math.nan, device=zt.device)
         tl, vl = torch.stack([total / len(zt), vl.to(total.device)]).tolist() # the epoch's one host read
         rows.append({'epoch': epoch, 'train_mse': tl, 'valid_mse': vl})
+        if progress: bar.comment = f'ConfidNet valid MSE {vl:.4f}'
         if vl < best: best, best_state = vl, copy.deepcopy(net.state_dict())
     if best_state is not None: net.load_state_dict(best_state)
     hist = pd.DataFrame(rows); hist.attrs['best_epoch'] = int(hist['valid_mse'].idxmin()) if len(hist) else None
@@ -147,6 +152,8 @@ def fit_confidnet(model:nn.Module, # the trained fusion model (stage 1); frozen 
                   seed:int=0, # seeds the ConfidNet initialisation and shuffling
                   device=None, # default: where the fusion model's parameters are
                   cache:dict=None, # {'train': cache_fused(...), 'valid': ...}, to reuse one
+                  progress:bool=False, # a progress bar over the epochs
+                  clip:float=1.0, # maximum gradient norm (official: 1.0); 0 disables clipping
                  )->tuple: # (ConfidNet with the best validation weights, frozen, in eval mode; history DataFrame)
     "Train ConfidNet to regress the frozen model's TCP from its z, on a cache of z; select on validation MSE"
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -163,7 +170,7 @@ def fit_confidnet(model:nn.Module, # the trained fusion model (stage 1); frozen 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = ConfidNet(zt.shape[1], n_layers, hidden, dropout, sigmoid, output).to(device)
-    hist = _train_confidnet(net, zt, tt, zv, tv, epochs, lr, batch_size, gen)
+    hist = _train_confidnet(net, zt, tt, zv, tv, epochs, lr, batch_size, gen, progress, clip)
     for p in net.parameters(): p.requires_grad_(False)
     return net.eval(), hist
 

@@ -122,8 +122,8 @@ def masking_gains(y, # (N, C) true labels (0/1), or (N,) sentiment values for 'r
                   p_full, # (N, C) predictions with every modality
                   p_dropped, # (3, N, C) (or a list of 3) predictions with MODALITIES[k] masked
                   kind:str='multilabel', # task kind, for how predictions become labels
-                  criterion:str='jaccard', # 'jaccard': the Jaccard index goes up; 'exact': becomes an exact match
-                  drop_empty:bool=False, # label-set tasks: leave out the instances with no positive label (ignored for regression)
+                  criterion:str='exact', # 'exact': becomes an exact match (the authors' count); 'jaccard': the Jaccard index goes up
+                  drop_empty:bool=True, # label-set tasks: leave out the instances with no positive label (ignored for regression)
                   threshold:float=0.5, # probability threshold
                  )->MaskingReport:
     "Per modality and for their union: the share of misclassified instances whose prediction improves when it is masked"
@@ -171,8 +171,8 @@ def masking_predictions(model:nn.Module, # a trained fusion model
 def masking_analysis(model:nn.Module, # a trained fusion model
                      loader, # batches of the split to analyse
                      task, # the dataset's `Task`
-                     criterion:str='jaccard', # see `masking_gains`
-                     drop_empty:bool=False, # see `masking_gains`
+                     criterion:str='exact', # see `masking_gains`
+                     drop_empty:bool=True, # see `masking_gains`
                      threshold:float=0.5,
                     )->MaskingReport:
     "`masking_gains` of `model` on `loader`; the report also carries the predictions (`report.preds`)"

@@ -24,8 +24,10 @@ def _kernels(x:torch.Tensor, # (M, B, D): M batches of B flattened representatio
              eps:float, diagonal:bool,
             )->torch.Tensor: # (M, B, B)
     "Row-normalised cosine kernels mapped to [0, 1], for M stacked batches at once"
-    # torch's vector_norm has a zero (not NaN) gradient at a zero row; nan_to_num guards non-finite input as the official code
-    u = torch.nan_to_num(x / (torch.linalg.vector_norm(x, dim=-1, keepdim=True) + eps), nan=0.)
+    # an all-zero row (a masked modality) stays zero and gets no gradient: x / (0 + eps) would pass it 1/eps, about 1e5
+    # after the kernels; nan_to_num guards non-finite input as the official code
+    n = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    u = torch.nan_to_num(torch.where(n > 0, x / (n + eps), torch.zeros_like(x)), nan=0.)
     k = (u @ u.transpose(-1, -2) + 1) / 2
     if not diagonal: k = k * (1 - torch.eye(k.shape[-1], device=k.device, dtype=k.dtype))
     return k / k.sum(-1, keepdim=True).clamp_min(eps)
@@ -148,17 +150,17 @@ class CDaT(Callback):
 @patch
 def _masked(self:CDaT, model, out, batch):
     "z and logits (3, B, ...) of the masked inputs, and the full logits they are compared with"
-    if self.weights_from == 'frozen':
-        with torch.no_grad(), train_mode(self.frozen, False): # the Learner sets callbacks' modules to train mode
-            fo = self.frozen(batch)
-            z3, l3 = fuse_dropped(self.frozen, fo, batch, split=self.split_fuse)
-        return z3, l3, fo.logits
     if self.official_passes: # train mode, autograd on, whole model each time; the official 4th pass is unused
         model(batch)
         outs = [forward_dropped(model, batch, m) for m in MODALITIES]
         return torch.stack([o.z.flatten(1) for o in outs]), torch.stack([o.logits for o in outs]), out.logits
-    z3, l3 = fuse_dropped(model, out, batch, split=self.split_fuse)
-    return z3, l3, out.logits
+    # one measurement: the full reference and the three masked inputs all in eval mode without autograd, so a batch
+    # always gets the same weights (the training forward's dropout must not decide which pairs are active)
+    src = self.frozen if self.weights_from == 'frozen' else model
+    with torch.no_grad(), train_mode(src, False): # the Learner sets callbacks' modules to train mode
+        fo = src(batch)
+        z3, l3 = fuse_dropped(src, fo, batch, split=self.split_fuse)
+    return z3, l3, fo.logits
 
 @patch
 def weights(self:CDaT, learn)->torch.Tensor: # (B, 3)
@@ -166,10 +168,11 @@ def weights(self:CDaT, learn)->torch.Tensor: # (B, 3)
     out = learn.out
     if self.confidence == 'const': return const_confidence(len(out.z), out.z.device)
     z3, l3, full = self._masked(learn.model, out, learn.batch)
-    if self.confidence == 'ce': return ce_confidence(full, l3, learn.task.kind, self.ce_direction, self.ce_target)
-    if self.official_passes: # with autograd, as the official code (ConfidNet itself in eval mode)
-        with train_mode(self.confidnet, False): return self.confidnet(z3.flatten(0, 1)).reshape(3, -1).T
-    return confidnet_confidence(self.confidnet, z3)
+    if self.confidence == 'ce': w = ce_confidence(full, l3, learn.task.kind, self.ce_direction, self.ce_target)
+    elif self.official_passes: # with autograd, as the official code (ConfidNet itself in eval mode)
+        with train_mode(self.confidnet, False): w = self.confidnet(z3.flatten(0, 1)).reshape(3, -1).T
+    else: w = confidnet_confidence(self.confidnet, z3)
+    return w.detach() # weights, not a path for gradients: the official code multiplies by detached copies too
 
 # %% ../../nbs/18_cdat_transfer.ipynb #d54f2203
 @patch

@@ -44,6 +44,7 @@ def check_drop(drop):
 # %% ../../nbs/06_fusion.ipynb #1ddc1edb
 class FusionModel(nn.Module):
     "Base of every fusion model: `encode` -> parts, `fuse(parts, drop)` -> FusionOutput, `aux_losses`; `model(batch, drop=())`"
+    small_args = {} # constructor arguments of a smaller size for small data (the 'small' preset, chapter 13); {}: one size
     def __init__(self,
                  dims:dict, # feature size of each modality, {'text': dt, 'audio': da, 'vision': dv}
                  n_outputs:int, # logits to produce (`Task.n_outputs`)

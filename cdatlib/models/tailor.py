@@ -341,3 +341,7 @@ def data_args(cls:TAILOR, seq_lens:dict, task)->dict:
     aligned = len(set(seq_lens.values())) == 1
     return dict(aligned=aligned, text_len=seq_lens['text'], max_len=max(60, seq_lens['text']),
                 task_kind=getattr(task, 'kind', None))
+
+# %% ../../nbs/12_tailor.ipynb #48403d1d
+TAILOR.small_args = dict(hidden_size=64, num_heads=4, ff_dim=128, text_layers=2, audio_layers=1, vision_layers=1,
+                         cross_layers=1)
