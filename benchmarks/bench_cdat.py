@@ -7,11 +7,13 @@ Usage:  python benchmarks/bench_cdat.py [--threads 1] [--budget 10] [--models Na
 Batches are MOSEI-shaped (the reference size of the CDaT experiments): batch 64, 60 aligned steps, text 300, audio 74,
 vision 35, 6 emotion logits; TAILOR also at batch 16. Every model is built with its default configuration.
 
-Per model, three kinds of training step are interleaved (rotating order, so background load hits all alike):
+Per model, four kinds of training step are interleaved (rotating order, so background load hits all alike):
   base      forward, task + auxiliary losses, backward, clip 1.0, AdamW (the Learner's `adamw`), zero_grad;
   cdat      the same with the `CDaT` callback's term (ConfidNet confidence): one measurement in eval mode without
             autograd (a forward pass of the batch, then one batched `fuse` over 3B rows reusing its encoder
             outputs), ConfidNet on the 3B fused vectors, six PKT terms;
+  reuse     the same with `measure='training_pass'`: the masked fusion reuses the training forward's encoder outputs
+            (no eval-mode forward; cheaper, but the training dropout decides the weights);
   ce        the same with CE confidence (no ConfidNet: the measurement and PKT only; shown with --with-ce);
   official  the same term computed with the official code's semantics (`official_passes=True`): four more full
             forward passes (one unused) in train mode, with autograd.
@@ -134,6 +136,7 @@ def bench(name, B, kinds, a, device):
         opts[k] = L_.adamw(L_.param_groups(models[k], 0.01), 1e-4)
         if k == 'base': cbs[k] = None
         elif k == 'ce': cbs[k] = CDaT(alpha=1e4, confidence='ce', split_fuse=a.split_fuse)
+        elif k == 'reuse': cbs[k] = CDaT(alpha=1e4, confidnet=copy.deepcopy(confidnet), measure='training_pass', split_fuse=a.split_fuse)
         else: cbs[k] = CDaT(alpha=1e4, confidnet=copy.deepcopy(confidnet), official_passes=(k == 'official'),
                             split_fuse=a.split_fuse and k != 'official')
         if cbs[k] is not None and cbs[k].confidnet is not None: cbs[k].confidnet.to(device).eval()
@@ -173,7 +176,7 @@ def main(argv=None):
     global CLOCK
     if a.wall: CLOCK = time.perf_counter
     device = torch.device(a.device)
-    kinds = ['base', 'cdat'] + (['ce'] if a.with_ce else []) + ([] if a.no_official else ['official'])
+    kinds = ['base', 'cdat', 'reuse'] + (['ce'] if a.with_ce else []) + ([] if a.no_official else ['official'])
     t_start = time.time()
     print(f"torch {torch.__version__} | python {platform.python_version()} | {platform.processor() or platform.machine()} | "
           f"device {device}{' (AMP)' if a.amp else ''} | {a.threads} thread(s)")
@@ -196,6 +199,7 @@ def main(argv=None):
             off = (f"{med['official']:11.1f} {med['official'] / med['base']:7.2f}x "
                    f"{(mem['official'] / mem['base'] if mem else float('nan')):6.2f}x") if 'official' in med else \
                   (f"{'skipped (--official-max-tailor-batch)':>28}" if 'official' in kinds else '')
+            off += f" | training_pass {med['reuse'] / med['base']:.2f}x"
             if 'ce' in med: off += f" | ce {med['ce'] / med['base']:.2f}x" 
             print(f"{name:8} {B:>3} {params:>11,} {med['base']:8.1f} {med['cdat']:8.1f} {r:8.2f}x {floor:5.2f}x "
                   f"{'yes' if r <= FLOOR_SLACK * floor else 'no':>7} {goal:4.1f}x {ok_t:>3} {mr:4.2f}x {ok_m:>3} | {off}"

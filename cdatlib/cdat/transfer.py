@@ -122,6 +122,7 @@ class CDaT(Callback):
                  ce_target:str='full', # see `ce_confidence`
                  weights_from:str='current', # 'current': the model being trained; 'frozen': a copy taken at before_fit
                  official_passes:bool=False, # reproduce the official code's masked passes (cost and semantics)
+                 measure:str='eval', # 'eval': its own eval-mode pass; 'training_pass': reuse the training forward's (cheaper)
                  split_fuse:bool=False, # three B-row fusion calls instead of one 3B call (see `fuse_dropped`)
                  eps:float=1e-8,
                 ):
@@ -130,11 +131,12 @@ class CDaT(Callback):
         if weights_from not in ('current', 'frozen'): raise ValueError(f"weights_from must be 'current' or 'frozen', got {weights_from!r}")
         if adjust not in ADJUSTMENTS: raise ValueError(f"adjust must be one of {ADJUSTMENTS}, got {adjust!r}")
         if weighting not in ('batch', 'sample'): raise ValueError(f"weighting must be 'batch' or 'sample', got {weighting!r}")
+        if measure not in ('eval', 'training_pass'): raise ValueError(f"measure must be 'eval' or 'training_pass', got {measure!r}")
         self.alpha, self.confidence, self.confidnet, self.adjust, self.weighting = alpha, confidence, confidnet, adjust, weighting
         if reduction not in ('mean', 'sum'): raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
         self.detach_teacher, self.diagonal, self.eps, self.reduction = detach_teacher, diagonal, eps, reduction
         self.ce_direction, self.ce_target, self.weights_from, self.official_passes = ce_direction, ce_target, weights_from, official_passes
-        self.split_fuse = split_fuse
+        self.split_fuse, self.measure = split_fuse, measure
         if confidnet is not None:
             for p in confidnet.parameters(): p.requires_grad_(False) # frozen: never optimised
         self.frozen, self.last = None, {}
@@ -154,6 +156,8 @@ def _masked(self:CDaT, model, out, batch):
         model(batch)
         outs = [forward_dropped(model, batch, m) for m in MODALITIES]
         return torch.stack([o.z.flatten(1) for o in outs]), torch.stack([o.logits for o in outs]), out.logits
+    if self.measure == 'training_pass' and self.weights_from == 'current': # the training forward's encoder outputs and logits
+        return (*fuse_dropped(model, out, batch, split=self.split_fuse), out.logits)
     # one measurement: the full reference and the three masked inputs all in eval mode without autograd, so a batch
     # always gets the same weights (the training forward's dropout must not decide which pairs are active)
     src = self.frozen if self.weights_from == 'frozen' else model
