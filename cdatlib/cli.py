@@ -22,7 +22,9 @@ class _Parser(argparse.ArgumentParser):
     "An ArgumentParser whose errors are one line and exit status 2, with the hint that fixes the usual slip"
     def error(self, message):
         extra = message.partition('unrecognized arguments: ')[2].split()
-        if any(Path(a).suffix.lower() in DATA_SUFFIXES or Path(a).is_dir() for a in extra):
+        if self.prog.endswith(' extract') and ('--out' in message or extra): # the file to write, typed without its flag
+            message += '; the dataset file to write is given with --out FILE'
+        elif any(Path(a).suffix.lower() in DATA_SUFFIXES or Path(a).is_dir() for a in extra):
             message += '; a dataset is given with --data PATH'
         raise ConfigError(message)
 
@@ -32,6 +34,8 @@ def _data_args(t, d):
     g.add_argument('--data', help="dataset file or folder (default: data_samples/tailor_mosei_aligned.pt)")
     aliases = ''.join(f", {a} (= {b})" for a, b in LAYOUT_ALIASES.items())
     g.add_argument('--layout', help=f"force a layout: {', '.join(LAYOUTS)}{aliases} (default: detect)")
+    g.add_argument('--iemocap-as', choices=['binary_per_class', 'multilabel'],
+                   help="a MulT IEMOCAP file's labels: one binary task per emotion (MulT's, the default) or one label set (CDaT's)")
     g.add_argument('--model', help=f"one of {', '.join(MODELS)} (default {d.model})")
     g.add_argument('--preset', help=f"the model's size: {', '.join(PRESETS)} (for small data) (default {d.preset})")
     g.add_argument('--model-arg', action='append', type=key_value, default=[], metavar='KEY=VALUE',
@@ -177,7 +181,7 @@ def make_parser()->argparse.ArgumentParser:
 
 # %% ../nbs/25_cli.ipynb #f562df6b
 FLAG_FIELDS = ('data', 'layout', 'model', 'epochs', 'batch_size', 'lr', 'weight_decay', 'warmup', 'grad_clip', 'patience',
-               'seeds', 'device', 'out_dir', 'run_name', 'method', 'confidence', 'alpha', 'cdat_epochs', 'preset') # flag = field
+               'seeds', 'device', 'out_dir', 'run_name', 'method', 'confidence', 'alpha', 'cdat_epochs', 'preset', 'iemocap_as') # flag = field
 
 def _with_args(base, args)->dict:
     "The add-ons of the run: the file's, those attached with --with, and their --with-arg values"
