@@ -239,7 +239,7 @@ def validate_config(cfg:TrainConfig)->TrainConfig:
     for f in dataclasses.fields(cfg): _check_type(f.name, getattr(cfg, f.name), _field_types()[f.name])
     refuse_unknown(MODELS, cfg.model, 'model', 'model')
     if cfg.iemocap_as not in ('', 'binary_per_class', 'multilabel'):
-        raise ConfigError(f"iemocap_as: '' (one binary task per emotion, MulT's) or 'multilabel' (CDaT's), got {cfg.iemocap_as!r}")
+        raise ConfigError(f"iemocap_as: '' or 'binary_per_class' (one binary task per emotion, MulT's) or 'multilabel' (CDaT's), got {cfg.iemocap_as!r}")
     if cfg.preset not in PRESETS: raise ConfigError(f"preset: one of {', '.join(PRESETS)}, got {cfg.preset!r}{did_you_mean(cfg.preset, PRESETS)}")
     for k in ('epochs', 'batch_size'):
         if getattr(cfg, k) < 1: raise ConfigError(f"{k}: must be at least 1, got {getattr(cfg, k)}")

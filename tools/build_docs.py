@@ -598,8 +598,6 @@ def build(root=ROOT, nbs=None, out=None, work=None, workers=None, config=None, q
     listed = [h for h, mod in mk['hooks'].items() if Path(getattr(mod, '__file__', '') or h).resolve() != ours.resolve()]
     if len(listed) == len(mk['hooks']):
         mk = load_config(str(config), docs_dir=str(work), site_dir=str(out), nav=nav, hooks=[*listed, str(ours)])
-    # formulas are MathML in the page: no formula script (an older mkdocs.yml may still list MathJax's files)
-    mk['extra_javascript'] = [j for j in mk['extra_javascript'] if 'mathjax' not in str(j).lower()]
     level = logging.WARNING if quiet else logging.INFO
     logging.getLogger('mkdocs').setLevel(level)
     if not logging.getLogger().handlers: logging.basicConfig(level=level, format='%(levelname)s %(name)s: %(message)s')
