@@ -6,7 +6,7 @@ Docs: https://cdatlib.github.io/cdatlib/reproduce.html.md"""
 
 # %% ../nbs/24_reproduce.ipynb #8ee89661
 from __future__ import annotations
-import argparse, dataclasses, json, math, os, platform, re, socket, subprocess, sys, time
+import argparse, contextlib, dataclasses, io, json, math, os, platform, re, socket, subprocess, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -22,14 +22,16 @@ from .experiments.hycon_mosi import PUBLISHED as MOSI_PUBLISHED   # Mai et al.'s
 from .experiments.real_mosi import md_table, package_versions   # the shared report helpers (chapter 15)
 from .run import RunFailedError, first_line, train, load_data, analyze_masking, error_line
 from .tune import ray_connect, nodes_text   # Ray joined or started, one line per failure (chapter 21)
+from .tune import RAY_HINT, require_ray, ray_cluster, tune_cdat, tune_dir   # CDaT's alpha search (chapter 21)
 
 # %% auto #0
 __all__ = ['ALT_LOSSES', 'ALT_MARGINS', 'DATASETS', 'SENTIMENT', 'EMOTIONS_ML', 'IEMOCAP', 'MASKING', 'COMPLEXITY', 'BASELINES',
-           'CONFIDNET_GRID', 'CDAT_BASE', 'CDAT_PROTOCOL', 'HYCON_BASE', 'CDAT_IEMOCAP', 'ALPHA_NOTE', 'IEMOCAP_NOTE',
-           'EXPERIMENTS', 'PUBLISHED', 'SMOKE', 'SMOKE_MODEL_ARGS', 'SMOKE_CONFIDNET', 'RETRIES', 'PERCENT',
-           'alt_loss_loop', 'alt_loss', 'AltContrastive', 'Row', 'Experiment', 'slug', 'resolve', 'pending',
-           'train_unit', 'run_local', 'ray_init', 'run_ray', 'per_seed_table', 'summary_table', 'environment',
-           'plot_table', 'write_report', 'reproduce', 'reproduce_parser', 'list_experiments', 'run_reproduce', 'main']
+           'CONFIDNET_GRID', 'CDAT_BASE', 'CDAT_PROTOCOL', 'HYCON_BASE', 'CDAT_IEMOCAP', 'ALPHA_TRIALS',
+           'SMOKE_ALPHA_TRIALS', 'ALPHA_NOTE', 'IEMOCAP_NOTE', 'EXPERIMENTS', 'PUBLISHED', 'SMOKE', 'SMOKE_MODEL_ARGS',
+           'SMOKE_CONFIDNET', 'RETRIES', 'PERCENT', 'alt_loss_loop', 'alt_loss', 'AltContrastive', 'Row', 'Experiment',
+           'alpha_note', 'slug', 'resolve', 'pending', 'train_unit', 'run_local', 'ray_init', 'run_ray', 'alpha_plan',
+           'search_alphas', 'per_seed_table', 'summary_table', 'environment', 'plot_table', 'alpha_table',
+           'write_report', 'reproduce', 'reproduce_parser', 'list_experiments', 'run_reproduce', 'main']
 
 # %% ../nbs/24_reproduce.ipynb #d6afee13
 ALT_LOSSES = ('triplet', 'hard_triplet', 'npair', 'contrastive')
@@ -208,6 +210,7 @@ def _confidnet_arch():
 # The CDaT paper's protocol ("Implementation details"): Adam (AdamW without weight decay) at 5e-5, 1e-4 for Naive
 # Fusion and TFN; dropout 0.6 in the fusion network; a decaying learning rate (here: warm-up, then linear decay);
 # 40 epochs for MISA, 50 for the others. The batch size (64) and the patience are not stated: TAILOR's, and ours.
+# The transfer weight alpha is searched per row on validation with Ray Tune (`search_alphas`, below).
 CDAT_BASE = dict(epochs=50, batch_size=64, lr=5e-5, weight_decay=0., patience=10)
 CDAT_PROTOCOL = {'naive': dict(lr=1e-4, model_args={'dropout': 0.6}),
                  'tfn': dict(lr=1e-4, model_args={'post_fusion_dropout': 0.6}),
@@ -246,8 +249,15 @@ HYCON_BASE = dict(epochs=20, batch_size=32, lr=1e-3, patience=5) # the paper sta
 
 # %% ../nbs/24_reproduce.ipynb #bb6dc127
 CDAT_IEMOCAP = {**CDAT_BASE, 'iemocap_as': 'multilabel'}
-ALPHA_NOTE = ("alpha fixed at 1e4; the paper searches it per model on validation with Ray Tune, log-uniform in [1e4, 1e7] "
-              "(`cdat tune` runs that search for one row)")
+ALPHA_TRIALS, SMOKE_ALPHA_TRIALS = 10, 2 # trials of the alpha search per CDaT row: the official search's; under --smoke
+
+def alpha_note(trials=ALPHA_TRIALS, # the trials per row: a number, or a range as text ('2-3')
+              )->str:
+    "What a report says about CDaT's alpha when it was searched with `trials` trials per row"
+    return (f"alpha searched per row on the first seed's validation split with Ray Tune, log-uniform in [1e4, 1e7], "
+            f"{trials} trials with ASHA; the chosen alpha trains every seed")
+
+ALPHA_NOTE = alpha_note()
 IEMOCAP_NOTE = ("IEMOCAP in CDaT's convention: one label set of four emotions, Jaccard accuracy and micro P/R/F1, the "
                 "ConfidNet target of a label set (MulT's per-emotion binary metrics are HyCon's Table 3); " + ALPHA_NOTE)
 
@@ -475,6 +485,54 @@ def run_ray(cfgs:dict, address:str='local', log=print, num_cpus:int=None,
         if started: ray.shutdown() # a Ray started here stops; a cluster is only left
     return run_local(cfgs, log=_quiet) # every seed is finished: this only reads them back and writes the summaries
 
+# %% ../nbs/24_reproduce.ipynb #622b2bc9
+def _is_cdat(cfg:TrainConfig)->bool: return (cfg.method or '').startswith('cdat')
+
+def alpha_plan(cfgs:dict, # {row label: TrainConfig}, resolved
+               trials:int=None, # trials per CDaT row; None: ALPHA_TRIALS (SMOKE_ALPHA_TRIALS under smoke); 0: no search
+               smoke:bool=False,
+               sets:dict=None, # the --set fields: alpha among them means no search
+              )->tuple:
+    "(trials per CDaT row, 0 for none; the report's sentence about alpha, None without a CDaT row); refused at once if Ray is missing"
+    if trials is not None and not (isinstance(trials, int) and trials >= 0):
+        raise ConfigError(f"--alpha-trials: a number of trials, 0 or more, got {trials!r}")
+    cdat = [c for c in cfgs.values() if _is_cdat(c)]
+    if not cdat: return 0, None
+    n = (SMOKE_ALPHA_TRIALS if smoke else ALPHA_TRIALS) if trials is None else trials
+    fixed = ', '.join(sorted({f'{c.alpha:g}' for c in cdat}))
+    if 'alpha' in (sets or {}): return 0, f"alpha set by --set alpha={fixed}, not searched (not the paper's protocol)"
+    if n == 0: return 0, f"alpha fixed at {fixed}, not searched (not the paper's protocol)"
+    try: require_ray()
+    except ConfigError: raise ConfigError(f"alpha search ({n} trials per CDaT row): {RAY_HINT}; "
+                                          "or --alpha-trials 0 to keep alpha fixed (not the paper's protocol)") from None
+    return n, alpha_note(n)
+
+# %% ../nbs/24_reproduce.ipynb #9796d35b
+def search_alphas(cfgs:dict, # {row label: TrainConfig}; the rows whose method is CDaT get their alpha searched
+                  trials:int=ALPHA_TRIALS, # trials per row
+                  ray_address:str=None, # None or 'local': a Ray started here, once for every row; else a cluster's address
+                  log=print,
+                 )->tuple:
+    "(cfgs with each CDaT row's alpha its sweep's best, one row per trial with a `best` column); finished sweeps are read back"
+    rows = {label: c for label, c in cfgs.items() if _is_cdat(c)}
+    done = {label for label, c in rows.items() if (tune_dir(c, c.seeds[0])/'done.json').exists()}
+    out, frames = dict(cfgs), []
+    with contextlib.nullcontext() if len(done) == len(rows) else ray_cluster(ray_address): # Ray once, if a sweep is left
+        for label, cfg in rows.items():
+            said = []
+            with contextlib.redirect_stdout(io.StringIO()): # Ray Tune's banner; the row's one line follows
+                res = tune_cdat(dataclasses.replace(cfg, seeds=cfg.seeds[:1]), num_samples=trials, resume=True,
+                                ray_address=ray_address, log=_quiet, warn=said.append)
+            for w in said:
+                if w.startswith('a trial failed'): log(f"alpha search, {label}: {w}")
+            best, col, t = res['best'], res['metric'], res['trials']
+            frames.append(pd.DataFrame({'row': label, 'seed': cfg.seeds[0], 'trial': t['trial'].astype(str), 'alpha': t['alpha'],
+                                        col: t[col], 'epochs': t['epochs'], 'best': t['trial'].astype(str) == str(best['trial'])}))
+            out[label] = dataclasses.replace(cfg, alpha=float(best['alpha']))
+            back = ('; its finished sweep read back' + (f' ({trials} asked)' if len(t) != trials else '')) if label in done else ''
+            log(f"alpha search, {label}: best alpha {best['alpha']:.4g} ({col} {best[col]:.4f}), {len(t)} trials{back}")
+    return out, (pd.concat(frames, ignore_index=True) if frames else None)
+
 # %% ../nbs/24_reproduce.ipynb #d7c10241
 def per_seed_table(exp:Experiment, cfgs:dict, results:dict)->pd.DataFrame:
     "One row per (table row, seed): the metrics of the experiment, unprefixed (test split), plus what train recorded"
@@ -580,16 +638,29 @@ def plot_table(exp:Experiment, per_seed:pd.DataFrame, path):
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
     return Path(path)
 
+# %% ../nbs/24_reproduce.ipynb #e5463fbd
+def alpha_table(alphas:pd.DataFrame, # `search_alphas`'s trials
+               )->pd.DataFrame:
+    "One line per searched row: its chosen alpha, that trial's validation metric, the number of trials"
+    col = next(c for c in alphas.columns if c.startswith('valid_'))
+    order = list(dict.fromkeys(alphas['row']))
+    best = alphas[alphas['best'].astype(bool)].set_index('row').reindex(order)
+    return pd.DataFrame({'alpha': best['alpha'].map(lambda a: f'{a:.4g}'), col: best[col].map(lambda v: f'{v:.4f}'),
+                         'trials': alphas.groupby('row', sort=False).size().reindex(order)}).rename_axis('row')
+
 # %% ../nbs/24_reproduce.ipynb #6f2a4974
 def write_report(exp:Experiment, cfgs:dict, per_seed:pd.DataFrame, out_dir, command:str='', smoke:bool=False,
-                 prefix:str='results', plot:bool=True, note:str='')->dict:
-    "Write PREFIX.csv (per seed), PREFIX_summary.csv, PREFIX.md, PREFIX.png and PREFIX_configs.json into `out_dir`"
+                 prefix:str='results', plot:bool=True, note:str='',
+                 alphas:pd.DataFrame=None, # the alpha search's trials (`search_alphas`): PREFIX_alpha.csv and a section
+                )->dict:
+    "Write PREFIX.csv (per seed), PREFIX_summary.csv, PREFIX.md, PREFIX.png, PREFIX_configs.json (PREFIX_alpha.csv) into `out_dir`"
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    table, env = summary_table(exp, per_seed), environment()
+    table, env, searched = summary_table(exp, per_seed), environment(), alphas is not None and len(alphas) > 0
     paths = {k: out_dir/f'{prefix}{s}' for k, s in (('csv', '.csv'), ('summary', '_summary.csv'), ('md', '.md'),
-                                                     ('png', '.png'), ('configs', '_configs.json'))}
+                                                     ('png', '.png'), ('configs', '_configs.json'), ('alpha', '_alpha.csv'))}
     atomic_write(paths['csv'], per_seed.to_csv(index=False))
     atomic_write(paths['summary'], table.to_csv())
+    if searched: atomic_write(paths['alpha'], alphas.to_csv(index=False))
     atomic_write(paths['configs'], json.dumps({'experiment': exp.name, 'command': command, 'environment': env,
                                               'configs': {k: dataclasses.asdict(c) for k, c in cfgs.items()}}, indent=1))
     plot = plot_table(exp, per_seed, paths['png']) if plot else None
@@ -605,6 +676,8 @@ def write_report(exp:Experiment, cfgs:dict, per_seed:pd.DataFrame, out_dir, comm
     if exp.note: md += [f"Note: {exp.note}.", '']
     if note: md += [f"About the data: {note}", '']
     if plot: md += [f"![{exp.name}]({paths['png'].name})", '']
+    if searched: md += ['## Alpha, searched per row', '', md_table(alpha_table(alphas)), '',
+                        f"Every trial: `{paths['alpha'].name}`; every seed of a row trained with its row's alpha.", '']
     first = next(iter(cfgs.values()))
     md += ['## How it was made', '', f"- command: `{command}`" if command else '- command: (from Python)',
            f"- data: `{first.data}`", f"- commit: {env['commit'] or 'unknown'}{' (uncommitted changes)' if env['dirty'] else ''}",
@@ -612,7 +685,7 @@ def write_report(exp:Experiment, cfgs:dict, per_seed:pd.DataFrame, out_dir, comm
            '- packages: ' + ', '.join(f"{k} {v}" for k, v in env['packages'].items() if v),
            f"- resolved configurations: `{paths['configs'].name}`; every seed: `{paths['csv'].name}`", '']
     atomic_write(paths['md'], '\n'.join(md))
-    return {k: p for k, p in paths.items() if k != 'png' or plot}
+    return {k: p for k, p in paths.items() if (k != 'png' or plot) and (k != 'alpha' or searched)}
 
 # %% ../nbs/24_reproduce.ipynb #224343c7
 def reproduce(name:str, # a key of `EXPERIMENTS`
@@ -628,22 +701,29 @@ def reproduce(name:str, # a key of `EXPERIMENTS`
               plot:bool=True, # draw the seaborn figure
               note:str='', # a sentence about the data for the report (e.g. a known caveat)
               log=print,
+              alpha_trials:int=None, # CDaT rows: trials of the alpha search; None: 10 (2 under smoke); 0: alpha not searched
              )->dict:
-    "Run (what is left of) a declared grid and write its report; returns {'per_seed', 'table', 'files'}"
+    "Run (what is left of) a declared grid, CDaT's alpha searched first, and write its report; returns {'per_seed', 'table', 'files'}"
     if name not in EXPERIMENTS: raise ConfigError(f"experiment: unknown {name!r}; --list shows them: {', '.join(EXPERIMENTS)}")
     exp = EXPERIMENTS[name]
     cfgs = resolve(exp, data, seeds, out, smoke, sets, rows)
+    trials, said = alpha_plan(cfgs, alpha_trials, smoke, sets) # a search without Ray: refused here, before anything trains
     first = next(iter(cfgs.values()))
     task = load_data(first).task.kind
     if task != DATASETS[exp.dataset]['task']:
         raise ConfigError(f"--data: {first.data} holds a {task} task; {exp.name} needs {DATASETS[exp.dataset]['what']} ({DATASETS[exp.dataset]['task']})")
     log(f"{exp.paper} {exp.table} ({name}): {len(cfgs)} trained row(s) x {len(first.seeds)} seed(s); "
         f"{len(pending(cfgs))} unit(s) left; runs in {first.out_dir}")
+    cfgs, alphas = search_alphas(cfgs, trials, ray_address, log) if trials else (cfgs, None)
+    if alphas is not None: # the trials the rows' sweeps ran (a finished sweep is read back as it was)
+        ran = sorted(set(alphas.groupby('row').size())); said = alpha_note(ran[0] if len(ran) == 1 else f"{ran[0]}-{ran[-1]}")
+    if said: exp = dataclasses.replace(exp, note=exp.note.replace(ALPHA_NOTE, said) if ALPHA_NOTE in exp.note else f"{exp.note}; {said}")
     results = run_local(cfgs, log) if ray_address is None else run_ray(cfgs, ray_address, log)
     per_seed = per_seed_table(exp, cfgs, results)
-    files = write_report(exp, cfgs, per_seed, first.out_dir, command, smoke, plot=plot, note=note)
+    kw = dict(plot=plot, note=note, alphas=alphas)
+    files = write_report(exp, cfgs, per_seed, first.out_dir, command, smoke, **kw)
     if results_dir: files.update({f'results_{k}': v for k, v in write_report(exp, cfgs, per_seed, results_dir, command, smoke,
-                                                                              prefix=f'reproduce_{name}', plot=plot, note=note).items()})
+                                                                              prefix=f'reproduce_{name}', **kw).items()})
     log(f"report: {files['md']}")
     return {'per_seed': per_seed, 'table': summary_table(exp, per_seed), 'files': files}
 
@@ -662,6 +742,9 @@ def reproduce_parser(prog:str='python -m cdatlib.reproduce')->argparse.ArgumentP
     p.add_argument('--out', default='runs/reproduce', help='runs and the report go to OUT/NAME/ (default runs/reproduce)')
     p.add_argument('--smoke', action='store_true', help='sample-sized: the synthetic sample, 1 epoch, 1 seed, tiny models')
     p.add_argument('--ray-address', metavar='ADDR', help="spread the runs over Ray: 'local' starts one here, else a cluster address")
+    p.add_argument('--alpha-trials', type=int, metavar='N',
+                   help="CDaT rows: trials of the paper's alpha search per row (Ray Tune, ASHA, first seed's validation split; "
+                        "needs the [tune] extra); default 10, 2 with --smoke; 0 keeps alpha fixed (not the paper's protocol)")
     p.add_argument('--set', action='append', type=key_value, default=[], metavar='KEY=VALUE', help='a TrainConfig field for every row, e.g. epochs=5')
     p.add_argument('--rows', nargs='+', help='only these row labels')
     p.add_argument('--results-dir', help='also write the report there as reproduce_NAME.*')
@@ -681,7 +764,7 @@ def run_reproduce(args, command:str='')->int:
     if args.list or not args.name: print(list_experiments()); return 0
     cmd = command
     res = reproduce(args.name, args.data, args.seeds, args.out, args.smoke, args.ray_address, dict(args.set) or None,
-                    args.rows, args.results_dir, command=cmd, note=args.note)
+                    args.rows, args.results_dir, command=cmd, note=args.note, alpha_trials=args.alpha_trials)
     print(md_table(res['table']))
     return 0
 

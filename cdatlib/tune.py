@@ -55,6 +55,7 @@ def run_trial(cfg:TrainConfig, # the CDaT run (method 'cdat') whose stages 1 and
               trial:str, # the trial's name: its folder is top/trials/<trial>
               report=None, # called with the validation metrics after every epoch
               device=None, # default: the configuration's
+              data=None, # a `MultimodalData` held in memory instead of reading `cfg.data` (as `train`'s)
              )->dict:
     "One trial: CDaT's stage 3 with `alpha`, a checkpointed run in its own folder (run again, it resumes); returns its row"
     c, _ = method_stages(dataclasses.replace(cfg, alpha=float(alpha)), seed, top)['cdat']
@@ -66,15 +67,15 @@ def run_trial(cfg:TrainConfig, # the CDaT run (method 'cdat') whose stages 1 and
         if done is not None and report: # it had finished before its node died: Ray gets its result once more
             report({**{k: v for k, v in done.items() if k.startswith('valid_')}, 'epoch': done['best_epoch'],
                     'best_epoch': done['best_epoch'], 'epochs_done': c.epochs})
-        return train_seed(c, load_data(c), folder, state, False, device or run_device(c), False, quiet, quiet,
+        return train_seed(c, load_data(c) if data is None else data, folder, state, False, device or run_device(c), False, quiet, quiet,
                           cbs=[TuneReportCB(report)] if report else [])
 
-def _ray_trial(config, cfg:dict=None, seed:int=0, top:str='', threads:int=1, col:str='valid_loss', worst:float=math.inf):
+def _ray_trial(config, cfg:dict=None, seed:int=0, top:str='', threads:int=1, col:str='valid_loss', worst:float=math.inf, data=None):
     "The function Ray runs for one trial, in a worker process"
     import torch
     from ray import tune
     torch.set_num_threads(threads) # as many threads as the CPUs the trial reserved
-    try: run_trial(TrainConfig(**cfg), config['alpha'], seed, top, tune.get_context().get_trial_id(), report=tune.report)
+    try: run_trial(TrainConfig(**cfg), config['alpha'], seed, top, tune.get_context().get_trial_id(), report=tune.report, data=data)
     except NonFiniteLossError as e: # its own failure, not its node's: reported, not raised, so Ray does not run it again
         tune.report({'failed': first_line(e), col: worst, 'epochs_done': 0})
 
@@ -209,20 +210,22 @@ def ray_cluster(address:str=None, num_cpus:int=None, # as `ray_connect`'s
         if started: ray.shutdown()
 
 # %% ../nbs/21_tune.ipynb #58c70830
-def _run_sweep(ray, cfg, top, col, mode, lo, hi, num_samples, cpus, gpus, grace_period, reduction_factor, max_failures, log):
+def _run_sweep(ray, cfg, top, col, mode, lo, hi, num_samples, cpus, gpus, grace_period, reduction_factor, max_failures, log, data=None):
     "Ray Tune over alpha with ASHA, on the Ray `ray` is connected to: the trials' results"
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
     trainable = tune.with_resources(
         tune.with_parameters(_ray_trial, cfg=dataclasses.asdict(cfg), seed=cfg.seeds[0], top=str(top), threads=max(1, int(cpus)),
-                             col=col, worst=-math.inf if mode == 'max' else math.inf),
+                             col=col, worst=-math.inf if mode == 'max' else math.inf,
+                             data=data), # in-memory data goes to Ray's object store once, not once per trial
         {'cpu': cpus, 'gpu': gpus})
     epochs = cfg.cdat_epochs or cfg.epochs
     asha = ASHAScheduler(time_attr='epochs_done', max_t=epochs, grace_period=min(grace_period, epochs), reduction_factor=reduction_factor)
     tuner = tune.Tuner(trainable, param_space={'alpha': tune.loguniform(lo, hi)},
         tune_config=tune.TuneConfig(metric=col, mode=mode, num_samples=num_samples, scheduler=asha,
-            search_alg=BasicVariantGenerator(random_state=cfg.seeds[0])), # the same alphas for the same seed
+            search_alg=BasicVariantGenerator(random_state=cfg.seeds[0]), # the same alphas for the same seed
+            reuse_actors=True), # a worker runs trial after trial: a fresh process per trial (Ray's default for functions) re-imports torch, 4x slower here
         run_config=tune.RunConfig(name='sweep', storage_path=str(top/'ray'), verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=max_failures))) # a dead node's trials run again
     log(f"sweep: {num_samples} trial(s), alpha log-uniform in [{lo:g}, {hi:g}], ASHA on {col} ({mode}); Ray: "
@@ -292,6 +295,7 @@ def tune_cdat(cfg:TrainConfig, # a CDaT run (method 'cdat' or 'cdat+hycon') with
               num_cpus:int=None, # CPUs of a local Ray (default: all)
               grace_period:int=1, reduction_factor:float=2, # ASHA's, as the official search
               max_failures:int=3, # a failed trial (its node died) runs again up to this often, from its last.pt
+              data=None, # a `MultimodalData` held in memory instead of reading `cfg.data` (which is still recorded)
               log=print, warn=warn_stderr,
              )->dict:
     "Search CDaT's alpha with Ray Tune and ASHA on the validation metric; test the best trial's checkpoint once"
@@ -301,7 +305,7 @@ def tune_cdat(cfg:TrainConfig, # a CDaT run (method 'cdat' or 'cdat+hycon') with
     with top.lock():
         state = top.state(cfg, resume, overwrite)
         stage_folders(cfg, seed, top.path, state, ('baseline', 'confidnet'))
-        data, device = checked_data(cfg, test, log, warn)
+        data, device = checked_data(cfg, test, log, warn, data)
         metric, mode = selection_metric(data.task)
         col = f'valid_{metric}'
         if state == 'resume' and (row := _finished_sweep(cfg, data, top, test, log)) is not None:
@@ -310,7 +314,7 @@ def tune_cdat(cfg:TrainConfig, # a CDaT run (method 'cdat' or 'cdat+hycon') with
             base = run_stages(cfg, data, top, state, test, device, False, log, warn, names=('baseline', 'confidnet'))
             for d in (top/'trials', top/'ray'): shutil.rmtree(d, ignore_errors=True) # an interrupted sweep starts again
             results = _run_sweep(ray, cfg, top.path, col, mode, lo, hi, num_samples, cpus_per_trial, gpus, grace_period,
-                                 reduction_factor, max_failures, log)
+                                 reduction_factor, max_failures, log, data)
         rows = _trial_rows(results, top.path, col, mode, warn)
         trials = pd.DataFrame(rows).sort_values(col, ascending=mode == 'min').reset_index(drop=True)
         atomic_write(top/'trials.csv', trials.to_csv(index=False))

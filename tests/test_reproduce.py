@@ -1,12 +1,22 @@
-"Every declared experiment runs under --smoke; grids resume; a two-run grid goes through a local Ray; Table 7's losses match their loops"
-import json, os, re, subprocess, sys
+"""Every declared experiment runs under --smoke; grids resume; a two-run grid goes through a local Ray; Table 7's losses match
+their loops; CDaT's alpha is searched per row (the sweep needs the optional extra `pip install -e ".[tune]"`, and is skipped without it)"""
+import builtins, json, os, re, subprocess, sys
 from pathlib import Path
+import pandas as pd
 import pytest
 import torch
+from cdatlib.cli import main as cdat
 from cdatlib.config import ConfigError
 from cdatlib.hycon import same_class
+from cdatlib.tune import RAY_HINT
 from cdatlib.reproduce import (EXPERIMENTS, PUBLISHED, ALT_LOSSES, reproduce, resolve, pending, alt_loss, alt_loss_loop,
-                               main, summary_table)
+                               main, summary_table, slug, ALPHA_NOTE, alpha_note)
+
+try:
+    import ray
+    HAVE_RAY = True
+except ImportError:
+    HAVE_RAY = False
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,9 +35,10 @@ def test_every_row_of_every_experiment_resolves(name, tmp_path):
 
 @pytest.mark.parametrize('name', list(EXPERIMENTS))
 def test_every_experiment_runs_under_smoke(name, tmp_path):
+    "alpha fixed here, for time and without Ray: the alpha search of a whole grid is the cdat-table2 test below"
     exp = EXPERIMENTS[name]
     plot = name in PLOTTED
-    res = reproduce(name, smoke=True, out=tmp_path, plot=plot, log=quiet)
+    res = reproduce(name, smoke=True, out=tmp_path, plot=plot, log=quiet, alpha_trials=0)
     table = res['table']
     trained = [r.label for r in exp.rows if exp.smoke_rows is None or r.label in exp.smoke_rows]
     assert list(table.index) == trained # every row (the derived ones too), or the smoke subset
@@ -38,6 +49,8 @@ def test_every_experiment_runs_under_smoke(name, tmp_path):
     assert has_pub == (exp.published is not None)
     md = res['files']['md'].read_text()
     assert 'Smoke run' in md and exp.table in md
+    assert ("alpha fixed at 10000, not searched (not the paper's protocol)" in md) == (ALPHA_NOTE in exp.note), exp.note
+    assert ALPHA_NOTE not in md and 'alpha' not in res['files'] # the note says what was done, not the protocol's default
     cfgs = json.loads(res['files']['configs'].read_text())
     assert set(cfgs['configs']) == {r.label for r in exp.rows if not r.derive and r.label in trained}
     assert cfgs['environment']['packages']['torch']
@@ -146,3 +159,61 @@ def test_a_failing_unit_is_one_line_through_ray(tmp_path, capsys):
     errors = [l for l in err if 'error' in l.lower() or 'Traceback' in l] # Ray may say a word of its own at start-up
     assert rc == 2 and errors == err[-1:], err
     assert err[-1].startswith('reproduce: error: ') and 'another process is training into this folder' in err[-1], err
+
+CDAT_ROWS = ['Naive Fusion + CDaT', 'TFN + CDaT', 'MISA + CDaT', 'TAILOR + CDaT']
+
+def done_times(root:Path)->dict:
+    return {p: p.stat().st_mtime_ns for p in sorted(root.rglob('done.json'))}
+
+@pytest.mark.skipif(not HAVE_RAY, reason='Ray Tune is an optional extra: pip install -e ".[tune]" to run the alpha search')
+def test_cdat_table2_smoke_searches_alpha_for_every_cdat_row(tmp_path, capsys):
+    "`cdat reproduce cdat-table2 --smoke`: a sweep per CDaT row, its best alpha trains the row, a rerun trains nothing"
+    args = ['reproduce', 'cdat-table2', '--smoke', '--out', str(tmp_path)]
+    assert cdat(args) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    top = tmp_path/'cdat-table2'
+    alphas = pd.read_csv(top/'results_alpha.csv')
+    assert list(alphas.columns) == ['row', 'seed', 'trial', 'alpha', 'valid_micro_f1', 'epochs', 'best']
+    assert list(dict.fromkeys(alphas['row'])) == CDAT_ROWS and 'TFN' not in set(alphas['row']) # the CDaT rows, each searched
+    cfgs = json.loads((top/'results_configs.json').read_text())['configs']
+    chosen = {}
+    for row in CDAT_ROWS:
+        t = alphas[alphas['row'] == row]
+        assert len(t) >= 2 and t['alpha'].between(1e4, 1e7).all() and t['best'].sum() == 1, t
+        assert t.loc[t['best'], 'valid_micro_f1'].item() == t['valid_micro_f1'].max() # selected on the validation split
+        best = t.loc[t['best'], 'alpha'].item()
+        chosen[row] = cfgs[row]['alpha']
+        assert chosen[row] == pytest.approx(best, rel=1e-12) # the row trained with its sweep's best
+        run_cfg = json.loads((top/slug(row)/'seed-0'/'config.json').read_text())
+        assert run_cfg['alpha'] == chosen[row] # what the run's own config.json records
+        assert f"alpha search, {row}: best alpha" in out
+    md = (top/'results.md').read_text()
+    assert '## Alpha, searched per row' in md and f"Note: {alpha_note(2)}." in md
+    before = done_times(tmp_path)
+    assert all(top/d/'seed-0'/'done.json' in before for r in CDAT_ROWS for d in (slug(r), f'{slug(r)}-tune')) # row and sweep
+    assert cdat(args) == 0, capsys.readouterr().err
+    assert done_times(tmp_path) == before # nothing trained again
+    again = json.loads((top/'results_configs.json').read_text())['configs']
+    assert {row: again[row]['alpha'] for row in CDAT_ROWS} == chosen
+    assert pd.read_csv(top/'results_alpha.csv').equals(alphas)
+
+def test_alpha_trials_0_keeps_alpha_fixed_and_says_so(tmp_path, capsys):
+    row = 'TAILOR + CDaT (CE)'
+    assert cdat(['reproduce', 'cdat-table4', '--smoke', '--rows', row, '--alpha-trials', '0', '--out', str(tmp_path)]) == 0
+    top = tmp_path/'cdat-table4'
+    assert "alpha fixed at 10000, not searched (not the paper's protocol)" in (top/'results.md').read_text()
+    assert not (top/'results_alpha.csv').exists() and not list(top.glob('*-tune'))
+    assert json.loads((top/'results_configs.json').read_text())['configs'][row]['alpha'] == 1e4
+    assert 'alpha search' not in capsys.readouterr().out
+
+def test_without_ray_a_cdat_grid_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    real = builtins.__import__
+    def no_ray(name, *a, **k):
+        if name == 'ray' or name.startswith('ray.'): raise ImportError(f"No module named {name!r}")
+        return real(name, *a, **k)
+    monkeypatch.setattr(builtins, '__import__', no_ray)
+    rc = cdat(['reproduce', 'cdat-table2', '--smoke', '--out', str(tmp_path)])
+    err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert rc == 2 and err == [f"cdat: error: alpha search (2 trials per CDaT row): {RAY_HINT}; "
+                               "or --alpha-trials 0 to keep alpha fixed (not the paper's protocol)"], err
+    assert not list(tmp_path.iterdir()), 'refused before anything was trained'
