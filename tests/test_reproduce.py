@@ -1,6 +1,6 @@
 """Every declared experiment runs under --smoke; grids resume; a two-run grid goes through a local Ray; Table 7's losses match
 their loops; CDaT's alpha is searched per row (the sweep needs the optional extra `pip install -e ".[tune]"`, and is skipped without it)"""
-import builtins, json, os, re, subprocess, sys
+import json, os, re, subprocess, sys
 from pathlib import Path
 import pandas as pd
 import pytest
@@ -206,12 +206,7 @@ def test_alpha_trials_0_keeps_alpha_fixed_and_says_so(tmp_path, capsys):
     assert json.loads((top/'results_configs.json').read_text())['configs'][row]['alpha'] == 1e4
     assert 'alpha search' not in capsys.readouterr().out
 
-def test_without_ray_a_cdat_grid_is_refused_before_training(tmp_path, capsys, monkeypatch):
-    real = builtins.__import__
-    def no_ray(name, *a, **k):
-        if name == 'ray' or name.startswith('ray.'): raise ImportError(f"No module named {name!r}")
-        return real(name, *a, **k)
-    monkeypatch.setattr(builtins, '__import__', no_ray)
+def test_without_ray_a_cdat_grid_is_refused_before_training(tmp_path, capsys, without_ray):
     rc = cdat(['reproduce', 'cdat-table2', '--smoke', '--out', str(tmp_path)])
     err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
     assert rc == 2 and err == [f"cdat: error: alpha search (2 trials per CDaT row): {RAY_HINT}; "

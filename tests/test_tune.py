@@ -1,7 +1,7 @@
 """`cdat tune`: CDaT's alpha searched with Ray Tune (ASHA, validation metric only, the best trial tested once).
 The CI-sized sweep (2 trials x 2 epochs on the embedded sample) needs the optional extra `pip install -e ".[tune]"`;
 without Ray only that test is skipped, and the command's install hint is tested by making Ray's import fail."""
-import builtins, json
+import json
 from pathlib import Path
 import pandas as pd
 import pytest
@@ -23,12 +23,7 @@ def run(capsys, *args):
     rc = main(list(args)); cap = capsys.readouterr()
     return rc, cap.out, cap.err
 
-def test_without_ray_the_command_says_how_to_install_it(tmp_path, capsys, monkeypatch):
-    real = builtins.__import__
-    def no_ray(name, *a, **k):
-        if name == 'ray' or name.startswith('ray.'): raise ImportError(f"No module named {name!r}")
-        return real(name, *a, **k)
-    monkeypatch.setattr(builtins, '__import__', no_ray)
+def test_without_ray_the_command_says_how_to_install_it(tmp_path, capsys, without_ray):
     rc, out, err = run(capsys, 'tune', *TINY, '--out-dir', str(tmp_path))
     lines = [l for l in err.splitlines() if l.strip()]
     assert rc == 2 and lines == ["cdat: error: cdat tune needs Ray Tune, an optional extra: pip install -e '.[tune]' "
