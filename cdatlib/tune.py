@@ -145,7 +145,7 @@ def _ray_failure(e:BaseException, address:str, flag:str)->str:
     why, text = first_line(e), f"{e} {e.__cause__ or ''}"
     if address in (None, 'local'):
         return (f"Ray could not start on this machine: {why}; start it yourself, sized to fit (`ray start --head "
-                "--num-cpus=N --object-store-memory=BYTES`), then pass {flag} auto")
+                f"--num-cpus=N --object-store-memory=BYTES`), then pass {flag} auto")
     if 'uthentication' in text or 'auth_token' in text:
         fix = "the cluster checks a token: set RAY_AUTH_TOKEN here to the head's (its ~/.ray/auth_token)"
     elif 'ersion mismatch' in text: fix = "run the same Ray and Python versions here as on the cluster"

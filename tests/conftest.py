@@ -17,3 +17,11 @@ def without_ray(monkeypatch):
         if name == 'ray' or name.startswith('ray.'): raise ImportError(f"No module named {name!r}")
         return real(name, *a, **k)
     monkeypatch.setattr(builtins, '__import__', no_ray)
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Each test ends with the environment it started with: `ray.init` writes variables such as RAY_AUTH_MODE=token into
+    os.environ, and a later test that starts Ray after a token-less cluster came and went would inherit them"""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear(); os.environ.update(saved)
