@@ -196,9 +196,9 @@ def run_unit(data:MultimodalData, known:dict, # corrupted polarity data and its 
 # %% ../../nbs/27_cdat_when.ipynb #aaea46a0
 def search_alpha(base:TrainConfig, best, data, confidence:str, weights_from:str, s:dict)->pd.DataFrame:
     "Ray Tune over alpha for one CDaT row (`tune_cdat`, chapter 21): every trial, the best one flagged"
-    cfg = dataclasses.replace(cdat_config(base, best, confidence, weights_from, s['alpha'], s),
-                              method='cdat', cdat_epochs=s['cdat_epochs'], addons={'cdat': {'weights_from': weights_from}})
-    cfg = dataclasses.replace(cfg, run_name='search-' + cfg.run_name)
+    row = cdat_config(base, best, confidence, weights_from, s['alpha'], s)
+    cfg = dataclasses.replace(row, method='cdat', cdat_epochs=s['cdat_epochs'], addons={'cdat': {'weights_from': weights_from}},
+                              run_name='search-' + row.run_name)
     res = tune_cdat(cfg, num_samples=s['trials'], data=data, resume=True, log=_quiet, warn=_quiet)
     t = res['trials'].rename(columns={res['metric']: 'valid_metric'}).drop(columns='run_dir')
     return t.assign(metric=res['metric'], best=t['trial'] == res['best']['trial'])
@@ -206,7 +206,7 @@ def search_alpha(base:TrainConfig, best, data, confidence:str, weights_from:str,
 # %% ../../nbs/27_cdat_when.ipynb #9909c081
 ALPHA_KEY = ('split', 'setting', 'variant')
 
-def search_alphas(data, known, folder, s:dict, source, trials_csv, key:dict, log=print)->dict:
+def search_alphas(data, folder, s:dict, source, trials_csv, key:dict, log=print)->dict:
     "{CDaT row: alpha}: searched for each row not yet in `trials_csv` (seed 0's data and baseline), else read back"
     if not s['trials']: return {n: float(s['alpha']) for n in CDAT_ROWS} # no search: the fixed alpha
     stored = read_results(trials_csv)
@@ -243,7 +243,7 @@ def _one_setting(split, c, clean, source, seeds, s, out, log)->int:
     folder, csv, n = unit_folder(out, split, c, s), Path(out)/'cdat_when.csv', 0
     key = {'split': split, 'setting': c.label}
     if all(_unit_done(read_results(csv), split, c, seed, s) for seed in seeds): return 0
-    alphas = search_alphas(*corrupt_every_split(clean, c, 0), folder, s, source, Path(out)/'cdat_when_alpha.csv', key, log)
+    alphas = search_alphas(corrupt_every_split(clean, c, 0)[0], folder, s, source, Path(out)/'cdat_when_alpha.csv', key, log)
     for seed in seeds:
         if _unit_done(read_results(csv), split, c, seed, s): continue
         data, known = corrupt_every_split(clean, c, seed)
